@@ -1,0 +1,5 @@
+import sys
+
+from gateagent.cli import main
+
+sys.exit(main())

@@ -1,0 +1,401 @@
+"""The configuration: one TOML file, overridable from the environment (SPEC "Configuration").
+
+`load(path)` returns a frozen `Config` or raises `ConfigError` naming the file, the key
+(with its section and reader index) and the reason, so a technician at the gate reads
+`config.toml: [uplink] flush_interval: "30x" is not a duration` and nothing else.
+
+Sources, strongest first: `GATEAGENT_<SECTION>__<KEY>` environment variables, the file,
+the defaults below. The token comes from `[uplink] token`, else `token_file`, else the
+systemd credential `$CREDENTIALS_DIRECTORY/uplink-token`; it is a `SecretStr`, so it
+never shows in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import platform
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateagent.core.answers import WebhookAnswer
+from gateagent.core.cards import CardFormat
+from gateagent.core.direction import Direction
+from gateagent.errors import ConfigError
+
+DEFAULT_PATH = "/etc/gateagent/config.toml"
+ENV_PREFIX = "GATEAGENT_"
+CREDENTIAL_NAME = "uplink-token"
+
+_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number of seconds or a string such as "500ms", "30s", "10m", "2h", "30d"."""
+    if isinstance(value, bool):
+        raise ValueError(f'{value!r} is not a duration (use seconds or "500ms", "30s", "10m")')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
+        seconds = float(match[1]) * _UNITS_S[match[2]]
+    elif isinstance(value, str) and _is_number(value):
+        seconds = float(value)
+    else:
+        raise ValueError(
+            f'"{value}" is not a duration (use seconds or "500ms", "30s", "10m", "2h")'
+        )
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f'"{value}" is not a duration: it must be zero or more')
+    return seconds
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Device(_Section):
+    name: str = Field(default_factory=lambda: platform.node() or "gateagent", min_length=1)
+    timezone: str = "Asia/Jakarta"
+    require_clock_sync: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'"{value}" is not a known time zone (e.g. "Asia/Jakarta")') from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Storage(_Section):
+    path: Path = Path("/var/lib/gateagent/taps.db")
+    keep_sent: Duration = 30 * 86400.0
+    keep_rejected: Duration = 90 * 86400.0
+
+
+class Taps(_Section):
+    debounce: Duration = 3.0
+    min_checkout_after: Duration = 600.0
+    card_format: CardFormat = "as-read"
+    reverse_bytes: bool = False
+
+
+class Reader(_Section):
+    name: str = Field(min_length=1)
+    kind: Literal["hid", "serial", "stdin"]
+    path: str | None = None
+    baudrate: int = Field(default=9600, gt=0)
+    protocol: Literal["rdm6300", "lines"] = "rdm6300"
+    direction: Direction = "auto"
+    gate: int | None = Field(default=None, ge=0)
+
+
+TapField = Literal[
+    "tap_id", "card_no", "checktype", "direction", "tapped_at", "reader", "gate", "device"
+]
+_DEFAULT_FIELDS: dict[str, TapField] = {
+    "tap_id": "tap_id",
+    "card_no": "card_no",
+    "checktype": "checktype",
+    "tapped_at": "tapped_at",
+    "gate": "gate",
+}
+_STATUS_KEY = re.compile(r"[1-5](\d\d|xx)")
+
+
+class Webhook(_Section):
+    """The `webhook` profile: any endpoint, described by the config (README "webhook")."""
+
+    url_out: str | None = None
+    encoding: Literal["json", "form"] = "json"
+    fields: dict[str, TapField] = Field(default_factory=lambda: dict(_DEFAULT_FIELDS))
+    idempotency_header: str = "Idempotency-Key"
+    statuses: dict[str, WebhookAnswer] = Field(default_factory=dict)
+
+    @field_validator("url_out")
+    @classmethod
+    def _http_url_out(cls, value: str | None) -> str | None:
+        return None if value is None else _http_url(value)
+
+    @field_validator("fields")
+    @classmethod
+    def _some_fields(cls, value: dict[str, TapField]) -> dict[str, TapField]:
+        if not value:
+            raise ValueError('needs at least one body field, e.g. card_no = "card_no"')
+        return value
+
+    @field_validator("statuses")
+    @classmethod
+    def _status_keys(cls, value: dict[str, WebhookAnswer]) -> dict[str, WebhookAnswer]:
+        for key in value:
+            if not _STATUS_KEY.fullmatch(key):
+                raise ValueError(f'"{key}" is not a status code or class (e.g. "409" or "4xx")')
+        return value
+
+
+class Uplink(_Section):
+    profile: Literal["integration", "absensi", "webhook"] = "integration"
+    url: str
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    auth: Literal["none", "bearer", "x-api-key"] = "none"
+    gate: int | None = Field(default=None, ge=0)
+    flush_interval: Duration = 30.0
+    concurrency: int = Field(default=4, ge=1, le=64)
+    timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    webhook: Webhook = Field(default_factory=Webhook)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f'"{value}" is not an http:// or https:// URL')
+    return value
+
+
+class Config(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    device: Device = Field(default_factory=Device)
+    storage: Storage = Field(default_factory=Storage)
+    taps: Taps = Field(default_factory=Taps)
+    readers: list[Reader] = Field(min_length=1)
+    uplink: Uplink
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init values; the environment must win over them.
+        return (env_settings, init_settings)
+
+
+def config_path(arg: str | None, environ: dict[str, str] | None = None) -> str:
+    """`--config PATH`, else `$GATEAGENT_CONFIG`, else /etc/gateagent/config.toml."""
+    env = os.environ if environ is None else environ
+    return arg or env.get(ENV_PREFIX + "CONFIG") or DEFAULT_PATH
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read, validate and complete the configuration at `path`, or raise ConfigError."""
+    where = str(path)
+    data = _read_toml(where)
+    try:
+        config = Config(**data)
+    except ValidationError as exc:
+        raise _config_error(where, data, exc) from None
+    config = _with_token(where, config)
+    _check_consistency(where, config)
+    return config
+
+
+def _read_toml(where: str) -> dict[str, Any]:
+    try:
+        with open(where, "rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(where, "", f"cannot read the file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(where, "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(where, "", "not valid TOML: the file is not UTF-8 text") from None
+
+
+def _with_token(where: str, config: Config) -> Config:
+    uplink = config.uplink
+    if uplink.token is not None:
+        if not uplink.token.get_secret_value().strip():
+            raise ConfigError(where, "[uplink] token", "is empty")
+        return config
+    source: tuple[str, Path] | None = None
+    if uplink.token_file is not None:
+        source = ("[uplink] token_file", uplink.token_file)
+    elif credentials := os.environ.get("CREDENTIALS_DIRECTORY"):
+        credential = Path(credentials) / CREDENTIAL_NAME
+        if credential.exists():
+            source = (f"systemd credential {CREDENTIAL_NAME}", credential)
+    if source is None:
+        return config
+    key, token_path = source
+    try:
+        token = token_path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(where, key, f"cannot read {token_path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(where, key, f"{token_path} is not UTF-8 text") from None
+    if not token:
+        raise ConfigError(where, key, f"{token_path} is empty")
+    new_uplink = uplink.model_copy(update={"token": SecretStr(token)})
+    return config.model_copy(update={"uplink": new_uplink})
+
+
+def _check_consistency(where: str, config: Config) -> None:
+    """Rules that span keys; each names the key a technician has to change."""
+    names: dict[str, int] = {}
+    stdin_readers = 0
+    for number, reader in enumerate(config.readers, start=1):
+        key = _reader_key(number, reader.name)
+        if reader.name in names:
+            raise ConfigError(
+                where,
+                f"{key} name",
+                f'"{reader.name}" is already the name of reader #{names[reader.name]}',
+            )
+        names[reader.name] = number
+        if reader.kind in ("hid", "serial") and not reader.path:
+            raise ConfigError(where, f"{key} path", f"is required for a {reader.kind} reader")
+        stdin_readers += reader.kind == "stdin"
+    if stdin_readers > 1:
+        raise ConfigError(where, "[[readers]] kind", 'only one reader can be of kind "stdin"')
+    uplink = config.uplink
+    if uplink.profile == "integration":
+        if uplink.gate is None and any(reader.gate is None for reader in config.readers):
+            raise ConfigError(
+                where,
+                "[uplink] gate",
+                "is required by the integration profile (or set gate on every reader)",
+            )
+        if uplink.token is None:
+            raise ConfigError(
+                where,
+                "[uplink] token",
+                "is required by the integration profile (token, token_file or the "
+                f"systemd credential {CREDENTIAL_NAME})",
+            )
+    elif uplink.auth != "none" and uplink.token is None:
+        raise ConfigError(
+            where,
+            "[uplink] token",
+            f'is required when auth = "{uplink.auth}" (token or token_file)',
+        )
+
+
+def _reader_key(number: int, name: object) -> str:
+    return (
+        f"[[readers]] #{number} ({name})"
+        if isinstance(name, str) and name
+        else f"[[readers]] #{number}"
+    )
+
+
+def _config_error(where: str, data: dict[str, Any], exc: ValidationError) -> ConfigError:
+    """The first problem pydantic found, said as a technician reads the file."""
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    key = _key_name(loc, data)
+    secret = any(part in ("token", "token_file") for part in loc if isinstance(part, str))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return ConfigError(where, key, _unknown_key(loc))
+    if kind == "missing":
+        return ConfigError(where, key, "is required" if len(loc) > 1 else "the section is required")
+    if kind == "too_short" and loc == ("readers",):
+        return ConfigError(where, "[[readers]]", "at least one reader is required")
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    if kind not in ("value_error",) and not secret:
+        reason += f" (got {_shown(error.get('input'))})"
+    if env := _env_override(loc):
+        reason += f" (from the environment variable {env})"
+    return ConfigError(where, key, reason)
+
+
+def _key_name(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    if not loc:
+        return ""
+    if loc[0] == "readers" and len(loc) >= 2 and isinstance(loc[1], int):
+        readers = data.get("readers")
+        name = None
+        if (
+            isinstance(readers, list)
+            and loc[1] < len(readers)
+            and isinstance(readers[loc[1]], dict)
+        ):
+            name = readers[loc[1]].get("name")
+        rest = " ".join(str(part) for part in loc[2:])
+        return f"{_reader_key(loc[1] + 1, name)} {rest}".rstrip()
+    if len(loc) == 1:
+        return f"[{loc[0]}]"
+    head = ".".join(str(part) for part in loc[:-1])
+    return f"[{head}] {loc[-1]}"
+
+
+def _unknown_key(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if model is None or isinstance(part, int):
+            continue
+        model = _submodel(model, str(part))
+    known = sorted(model.model_fields) if model is not None else []
+    what = "unknown section" if len(loc) == 1 else "unknown key"
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f"{what}; did you mean {close[0]!r}?"
+    return f"{what}; valid keys are {', '.join(known)}" if known else what
+
+
+def _submodel(model: type[BaseModel], field: str) -> type[BaseModel] | None:
+    info = model.model_fields.get(field)
+    if info is None:
+        return None
+    annotation = info.annotation
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _env_override(loc: tuple[Any, ...]) -> str | None:
+    if not loc or any(isinstance(part, int) for part in loc):
+        return None
+    name = ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+    return name if name in os.environ else None
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,194 @@
+"""What a server's answer means for a tap: one table per uplink profile (SPEC "Uplink profiles").
+
+`classify(profile, status, body, statuses)` turns an HTTP status and body into an
+`Outcome`; transport failures (timeouts, refused connections) never reach it, the
+client turns them into `Retry` itself. Nothing here does I/O.
+
+Where SPEC's tables are silent this module errs towards keeping taps: an answer that
+says "this endpoint or our credentials are wrong" (401/403, a redirect, a 404 that is
+not the API's own JSON) pauses the uplink instead of rejecting every tap one by one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Profile = Literal["integration", "absensi", "webhook"]
+PausedState = Literal["paused-auth", "paused-config"]
+WebhookAnswer = Literal["delivered", "duplicate", "rejected", "auth", "transient"]
+
+MESSAGE_MAX = 200
+
+
+@dataclass(frozen=True)
+class Delivered:
+    student_name: str | None = None
+    attendance_status: str | None = None
+    # The server already had this tap (webhook "duplicate", e.g. 409 "already checked in").
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str  # "unknown-card", "future-date", "invalid", or "http-<status>"
+    status: int
+    message: str
+    # The server says the tap lies in the future: the gate's clock is ahead.
+    clock_ahead: bool = False
+
+
+@dataclass(frozen=True)
+class Paused:
+    state: PausedState
+    status: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str  # "http-<status>", "timeout", "connection-error"
+    message: str
+    status: int | None = None
+
+
+Outcome = Delivered | Rejected | Paused | Retry
+
+
+def classify(
+    profile: Profile,
+    status: int,
+    body: bytes,
+    statuses: Mapping[str, WebhookAnswer] | None = None,
+) -> Outcome:
+    """The outcome of one POST of one tap. `statuses` is the webhook status map."""
+    document = _json(body)
+    message = _message(document, body)
+    if profile == "integration":
+        return _integration(status, document, message)
+    if profile == "absensi":
+        return _absensi(status, document, message)
+    return _webhook(status, message, statuses or {})
+
+
+def is_transient(status: int) -> bool:
+    """408, 429 and 5xx: the server may take the same request later (SPEC table)."""
+    return status in (408, 429) or status >= 500
+
+
+def _integration(status: int, document: Any, message: str) -> Outcome:
+    lowered = message.lower()
+    if 200 <= status < 300:
+        data = document.get("data") if isinstance(document, dict) else None
+        return _delivered(data, "studentName", "attendanceStatus")
+    if is_transient(status):
+        return Retry(f"http-{status}", message, status)
+    if status == 400 and "invalid authentication token" in lowered:
+        return Paused("paused-auth", status, message)
+    if status == 400 and "tomorrow" in lowered:
+        return Rejected("future-date", status, message, clock_ahead=True)
+    if status == 404 and "campus gate not found" in lowered:
+        return Paused("paused-config", status, message)
+    if status == 404 and "no student found" in lowered:
+        return Rejected("unknown-card", status, message)
+    return _unlisted(status, document, message)
+
+
+def _absensi(status: int, document: Any, message: str) -> Outcome:
+    if 200 <= status < 300:
+        payload = document.get("payload") if isinstance(document, dict) else None
+        user = payload.get("user") if isinstance(payload, dict) else None
+        record = None
+        if isinstance(payload, dict):
+            record = payload.get("data") or payload.get("absensi")
+        name = _text(user.get("name")) if isinstance(user, dict) else None
+        kept = _text(record.get("keterangan")) if isinstance(record, dict) else None
+        return Delivered(name, kept)
+    if is_transient(status):
+        return Retry(f"http-{status}", message, status)
+    if status == 404 and isinstance(document, dict):
+        return Rejected("unknown-card", status, message)
+    if status == 400:
+        return Rejected("invalid", status, message)
+    return _unlisted(status, document, message)
+
+
+def _unlisted(status: int, document: Any, message: str) -> Outcome:
+    """Answers outside the profile's table, shared by integration and absensi."""
+    if status in (401, 403):
+        return Paused("paused-auth", status, message)
+    if 300 <= status < 400:
+        return Paused("paused-config", status, f"redirected: check [uplink] url ({message})")
+    if status == 404 and (not isinstance(document, dict) or message.startswith("Cannot ")):
+        # Not the API answering about this tap but a wrong path (NestJS "Cannot POST /x",
+        # a proxy's HTML page): every tap would fail the same way.
+        return Paused("paused-config", status, f"not found: check [uplink] url ({message})")
+    if 400 <= status < 500:
+        return Rejected(f"http-{status}", status, message)
+    return Retry(f"http-{status}", message, status)
+
+
+_WEBHOOK_DEFAULTS: dict[str, WebhookAnswer] = {
+    "2xx": "delivered",
+    "409": "duplicate",
+    "401": "auth",
+    "403": "auth",
+    "408": "transient",
+    "429": "transient",
+    "4xx": "rejected",
+    "5xx": "transient",
+}
+
+
+def webhook_answer(status: int, statuses: Mapping[str, WebhookAnswer]) -> WebhookAnswer:
+    """The configured answer for a status: the exact code, then its class, then the defaults."""
+    code, family = str(status), f"{str(status)[0]}xx"
+    for table in (statuses, _WEBHOOK_DEFAULTS):
+        for key in (code, family):
+            if key in table:
+                return table[key]
+    return "transient"
+
+
+def _webhook(status: int, message: str, statuses: Mapping[str, WebhookAnswer]) -> Outcome:
+    answer = webhook_answer(status, statuses)
+    if answer == "delivered":
+        return Delivered()
+    if answer == "duplicate":
+        return Delivered(duplicate=True)
+    if answer == "rejected":
+        return Rejected(f"http-{status}", status, message)
+    if answer == "auth":
+        return Paused("paused-auth", status, message)
+    return Retry(f"http-{status}", message, status)
+
+
+def _delivered(data: Any, name_key: str, status_key: str) -> Delivered:
+    if not isinstance(data, dict):
+        return Delivered()
+    return Delivered(_text(data.get(name_key)), _text(data.get(status_key)))
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _message(document: Any, body: bytes) -> str:
+    """The server's own words, one line and short enough for a log line or a CSV cell."""
+    found: Any = None
+    if isinstance(document, dict):
+        found = document.get("message") or document.get("error")
+    if isinstance(found, list):
+        found = "; ".join(str(item) for item in found)
+    text = str(found) if found else body.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 3] + "..."
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,67 @@
+"""How long to wait before trying the server again (SPEC: "exponential backoff and full jitter,
+honour `Retry-After`, never give up").
+
+Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015): the delay is
+uniform in [0, min(cap, base * 2**attempt)], which spreads the retries of many gates that
+lost the same server at the same moment. The capped exponential is tenacity's
+`wait_exponential`; the jitter draws from a `random.Random` the caller passes, so tests
+and the daemon decide where randomness comes from.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+from tenacity import RetryCallState, wait_exponential
+
+# A server asking for more than this is more likely misconfigured than truly down for a
+# day; the gate asks again after an hour rather than going silent.
+RETRY_AFTER_MAX_S = 3600.0
+
+# RFC 9110 5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms a recipient
+# must still accept. (email.utils would parse them too, but it imports socket.)
+_HTTP_DATES = ("%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y")
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """The one field of tenacity's RetryCallState that its wait strategies read."""
+
+    attempt_number: int
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base_s: float = 1.0
+    cap_s: float = 300.0
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest delay after `attempt` failures (attempt >= 1)."""
+        strategy = wait_exponential(multiplier=self.base_s, max=self.cap_s)
+        return float(strategy(cast(RetryCallState, _Attempt(max(attempt, 1)))))
+
+    def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
+        """Seconds to wait after `attempt` failures; never less than the server asked for."""
+        jittered = rng.uniform(0.0, self.ceiling(attempt))
+        if retry_after_s is None:
+            return jittered
+        return max(jittered, min(retry_after_s, RETRY_AFTER_MAX_S))
+
+
+def retry_after_s(value: str | None, now: datetime) -> float | None:
+    """Seconds from a `Retry-After` header: delta-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    for form in _HTTP_DATES:
+        try:
+            when = datetime.strptime(" ".join(text.split()), form).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        return max(0.0, (when - now).total_seconds())
+    return None

@@ -1,0 +1,174 @@
+"""Serial reader frame decoders: bytes in, `Frame`/`Garbage` values out, no I/O.
+
+SPEC "Readers", `serial`:
+
+- `rdm6300`: STX 0x02, 10 ASCII hex data, 2 ASCII hex checksum, ETX 0x03. The checksum
+  is the XOR of the 5 data bytes (RDM6300 datasheet, "Output data format"). ID-12LA and
+  ID-20LA send CR LF between checksum and ETX (ID-Innovations ID-2LA/12LA/20LA
+  datasheet, "ASCII data format"), so both forms are accepted.
+- `lines`: ASCII text terminated by CR and/or LF.
+
+Like h11, a decoder is fed whatever chunk the port returned and answers with what
+completed; it works byte by byte, so how a stream is split never changes the output.
+Bad input is a `Garbage` value, never an exception (STYLE "Errors").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+__all__ = [
+    "Decoder",
+    "Frame",
+    "Garbage",
+    "LinesDecoder",
+    "Rdm6300Decoder",
+    "decoder_for",
+]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A card ID as the reader sent it (rdm6300: 10 upper-case hex, checksum removed)."""
+
+    raw: str
+
+
+@dataclass(frozen=True)
+class Garbage:
+    """Bytes that are not a card, with a short kebab-case reason for the log."""
+
+    data: bytes
+    reason: str
+
+
+class Decoder(Protocol):
+    def feed(self, chunk: bytes) -> list[Frame | Garbage]: ...
+
+
+STX = 0x02
+ETX = 0x03
+_HEX = frozenset(b"0123456789ABCDEFabcdef")
+_DATA_LEN = 10
+_BODY_LEN = _DATA_LEN + 2  # data + checksum
+_CRLF = b"\r\n"
+# Noise between frames is reported in pieces of this size, so a port that only ever
+# sends garbage (wrong baud rate, floating line) cannot grow the buffer.
+MAX_NOISE = 64
+
+
+class Rdm6300Decoder:
+    """STX, 10 hex data, 2 hex checksum, [CR LF], ETX; resynchronises on STX."""
+
+    def __init__(self) -> None:
+        self._frame = bytearray()  # from STX on; empty while hunting for STX
+        self._noise = bytearray()
+
+    def feed(self, chunk: bytes) -> list[Frame | Garbage]:
+        out: list[Frame | Garbage] = []
+        for byte in chunk:
+            if byte == STX:
+                # A new STX always wins: a frame cut short by a glitch must not swallow
+                # the next, good one.
+                self._flush_noise(out)
+                if self._frame:
+                    out.append(Garbage(bytes(self._frame), "truncated"))
+                self._frame = bytearray((STX,))
+            elif not self._frame:
+                self._noise.append(byte)
+                if len(self._noise) >= MAX_NOISE:
+                    self._flush_noise(out)
+            elif byte == ETX:
+                self._frame.append(byte)
+                out.append(_check(bytes(self._frame)))
+                self._frame.clear()
+            elif len(self._frame) > _BODY_LEN + len(_CRLF):
+                # No ETX where the longest form has one: give up and hunt for STX.
+                self._frame.append(byte)
+                out.append(Garbage(bytes(self._frame), "too-long"))
+                self._frame.clear()
+            else:
+                self._frame.append(byte)
+        return out
+
+    def _flush_noise(self, out: list[Frame | Garbage]) -> None:
+        if self._noise:
+            out.append(Garbage(bytes(self._noise), "noise"))
+            self._noise.clear()
+
+
+def _check(frame: bytes) -> Frame | Garbage:
+    """Judge a complete STX..ETX frame."""
+    body = frame[1:-1]
+    if len(body) == _BODY_LEN + len(_CRLF) and body.endswith(_CRLF):
+        body = body[:_BODY_LEN]
+    if len(body) != _BODY_LEN:
+        return Garbage(frame, "truncated" if len(body) < _BODY_LEN else "too-long")
+    # bytes.fromhex would skip spaces, so the alphabet is checked first.
+    if not _HEX.issuperset(body):
+        return Garbage(frame, "not-hex")
+    values = bytes.fromhex(body.decode("ascii"))
+    checksum = 0
+    for value in values[:-1]:
+        checksum ^= value
+    if checksum != values[-1]:
+        return Garbage(frame, "bad-checksum")
+    if not any(values[:-1]):
+        # Cheap modules report 0000000000 (checksum 00) on a weak or half-seen tag.
+        return Garbage(frame, "all-zero")
+    return Frame(body[:_DATA_LEN].decode("ascii").upper())
+
+
+# Longer than any card number a wedge or serial reader types (SPEC "Card numbers"
+# allows 32 characters), short enough to bound the buffer.
+MAX_LINE = 64
+_CR = 0x0D
+_LF = 0x0A
+
+
+class LinesDecoder:
+    """ASCII lines ended by CR, LF or CR LF; surrounding whitespace is stripped."""
+
+    def __init__(self) -> None:
+        self._line = bytearray()
+        self._after_cr = False  # LF right after CR is the same terminator
+        self._skipping = False  # an over-long line was reported; drop to its end
+
+    def feed(self, chunk: bytes) -> list[Frame | Garbage]:
+        out: list[Frame | Garbage] = []
+        for byte in chunk:
+            after_cr, self._after_cr = self._after_cr, byte == _CR
+            if byte in (_CR, _LF):
+                if byte == _LF and after_cr:
+                    continue
+                if not self._skipping:
+                    self._end_line(out)
+                self._skipping = False
+                self._line.clear()
+            elif not self._skipping:
+                self._line.append(byte)
+                if len(self._line) > MAX_LINE:
+                    out.append(Garbage(bytes(self._line), "too-long"))
+                    self._line.clear()
+                    self._skipping = True
+        return out
+
+    def _end_line(self, out: list[Frame | Garbage]) -> None:
+        text = bytes(self._line).strip()
+        if not text:
+            return
+        if not all(0x20 <= byte < 0x7F for byte in text):
+            out.append(Garbage(bytes(self._line), "not-text"))
+            return
+        out.append(Frame(text.decode("ascii")))
+
+
+def decoder_for(protocol: Literal["rdm6300", "lines"]) -> Decoder:
+    """The decoder for a `[[readers]] protocol` value (SPEC "Configuration")."""
+    if protocol == "rdm6300":
+        return Rdm6300Decoder()
+    if protocol == "lines":
+        return LinesDecoder()
+    # Config validation rejects other values; this guards callers that skip it.
+    raise ValueError(f"unknown serial protocol {protocol!r}")

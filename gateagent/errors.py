@@ -1,0 +1,43 @@
+"""The exception tree of gateagent.
+
+    GateagentError
+     +-- ConfigError(path, key, reason)   a configuration that cannot run; exit status 2
+     +-- ReaderError                      a reader that cannot be opened or read
+     +-- StoreError                       the tap database cannot be used
+     +-- UplinkError                      the attendance server cannot be used
+
+Expected bad input is not an exception: garbage from a reader comes back from the
+decoders as `Garbage`, and a server's "no" as an `Outcome` (see `gateagent.core`).
+Only `cli.py` turns these exceptions into a message and an exit status.
+"""
+
+
+class GateagentError(Exception):
+    """Base of every error gateagent raises on purpose."""
+
+
+class ConfigError(GateagentError):
+    """The configuration file (or an environment override) is not usable.
+
+    `key` names the section and key as a technician reads them in the file, for
+    example `[uplink] flush_interval` or `[[readers]] #2 (exit) path`.
+    """
+
+    def __init__(self, path: str, key: str, reason: str) -> None:
+        self.path = path
+        self.key = key
+        self.reason = reason
+        where = f"{path}: {key}: " if key else f"{path}: "
+        super().__init__(where + reason)
+
+
+class ReaderError(GateagentError):
+    """A reader could not be opened or read."""
+
+
+class StoreError(GateagentError):
+    """The tap database could not be opened or written."""
+
+
+class UplinkError(GateagentError):
+    """The attendance server could not be used."""

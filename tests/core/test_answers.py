@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateagent.core.answers import (
+    MESSAGE_MAX,
+    Delivered,
+    Outcome,
+    Paused,
+    Rejected,
+    Retry,
+    classify,
+    webhook_answer,
+)
+
+
+def body(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+# Seed 000_00390d1a767e430c.txt, "Response" and "Error Responses".
+INTEGRATION_OK = body(
+    {
+        "data": {
+            "id": 123,
+            "studentName": "John Doe",
+            "attendanceStatus": "PRESENT",
+            "campusGateId": 4,
+            "checkOutDate": None,
+        }
+    }
+)
+
+INTEGRATION = [
+    (200, INTEGRATION_OK, Delivered("John Doe", "PRESENT")),
+    (201, INTEGRATION_OK, Delivered("John Doe", "PRESENT")),
+    # A student whose status is not CURRENT: "an empty attendance object".
+    (200, body({"data": {}}), Delivered()),
+    (200, b"", Delivered()),
+    (
+        400,
+        body({"statusCode": 400, "message": "Invalid authentication token"}),
+        Paused("paused-auth", 400, "Invalid authentication token"),
+    ),
+    (
+        400,
+        body({"statusCode": 400, "message": "Cannot add attendance for tomorrow onwards"}),
+        Rejected(
+            "future-date", 400, "Cannot add attendance for tomorrow onwards", clock_ahead=True
+        ),
+    ),
+    (
+        404,
+        body({"statusCode": 404, "message": "No student found with the provided card number"}),
+        Rejected("unknown-card", 404, "No student found with the provided card number"),
+    ),
+    (
+        404,
+        body({"statusCode": 404, "message": "Campus gate not found"}),
+        Paused("paused-config", 404, "Campus gate not found"),
+    ),
+    (
+        400,
+        body(
+            {"statusCode": 400, "message": ["checktype must be a number"], "error": "Bad Request"}
+        ),
+        Rejected("http-400", 400, "checktype must be a number"),
+    ),
+    (422, body({"message": "card_no too long"}), Rejected("http-422", 422, "card_no too long")),
+    (408, b"", Retry("http-408", "", 408)),
+    (429, body({"message": "Too Many Requests"}), Retry("http-429", "Too Many Requests", 429)),
+    (
+        500,
+        body({"message": "Internal server error"}),
+        Retry("http-500", "Internal server error", 500),
+    ),
+    (502, b"<html>Bad Gateway</html>", Retry("http-502", "<html>Bad Gateway</html>", 502)),
+    (503, b"", Retry("http-503", "", 503)),
+    # Beyond the SPEC table (README "Server answers"): answers that would fail every tap.
+    (401, body({"message": "Unauthorized"}), Paused("paused-auth", 401, "Unauthorized")),
+    (403, b"Forbidden", Paused("paused-auth", 403, "Forbidden")),
+    (
+        404,
+        body(
+            {"statusCode": 404, "message": "Cannot POST /api/v1/attendance", "error": "Not Found"}
+        ),
+        Paused(
+            "paused-config", 404, "not found: check [uplink] url (Cannot POST /api/v1/attendance)"
+        ),
+    ),
+    (
+        404,
+        b"<html><body>404 Not Found</body></html>",
+        Paused(
+            "paused-config",
+            404,
+            "not found: check [uplink] url (<html><body>404 Not Found</body></html>)",
+        ),
+    ),
+    (
+        301,
+        b"",
+        Paused("paused-config", 301, "redirected: check [uplink] url ()"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "outcome"),
+    INTEGRATION,
+    ids=[f"{status}-{i}" for i, (status, _, _) in enumerate(INTEGRATION)],
+)
+def test_integration(status: int, answer: bytes, outcome: Outcome) -> None:
+    assert classify("integration", status, answer) == outcome
+
+
+# Seed 003_55ff775913c2cd77.txt.
+ABSENSI_ARRIVAL = body(
+    {
+        "statusCode": 201,
+        "message": "Jam hadir dicatat.",
+        "payload": {
+            "user": {"id": 1, "nis": 1, "name": "murid1", "noMurid": "11111", "kelasId": 1},
+            "data": {"id": 59, "rfidNumb": "14", "keterangan": "HADIR", "jamPulang": None},
+        },
+    }
+)
+ABSENSI_TEACHER = body(
+    {
+        "statusCode": 200,
+        "message": "Jam pulang dicatat.",
+        "payload": {
+            "user": {"id": 1, "nik": 1, "name": "guru1", "noGuru": "1"},
+            "absensi": {"id": 63, "rfidNumb": "1", "keterangan": "HADIR"},
+        },
+    }
+)
+ABSENSI_UNKNOWN = body(
+    {
+        "statusCode": 404,
+        "error": "Kartu RFID tidak terdaftar atau belum terhubung ke murid atau guru",
+    }
+)
+
+ABSENSI = [
+    (201, ABSENSI_ARRIVAL, Delivered("murid1", "HADIR")),
+    (200, ABSENSI_TEACHER, Delivered("guru1", "HADIR")),
+    (
+        404,
+        ABSENSI_UNKNOWN,
+        Rejected(
+            "unknown-card",
+            404,
+            "Kartu RFID tidak terdaftar atau belum terhubung ke murid atau guru",
+        ),
+    ),
+    (
+        400,
+        body({"statusCode": 400, "error": "RFID tidak boleh kosong"}),
+        Rejected("invalid", 400, "RFID tidak boleh kosong"),
+    ),
+    (
+        500,
+        body({"statusCode": 500, "error": "Terjadi kesalahan server."}),
+        Retry("http-500", "Terjadi kesalahan server.", 500),
+    ),
+    (429, b"", Retry("http-429", "", 429)),
+    (401, b"", Paused("paused-auth", 401, "")),
+    (404, b"Not Found", Paused("paused-config", 404, "not found: check [uplink] url (Not Found)")),
+    (418, body({"error": "teapot"}), Rejected("http-418", 418, "teapot")),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "outcome"),
+    ABSENSI,
+    ids=[f"{status}-{i}" for i, (status, _, _) in enumerate(ABSENSI)],
+)
+def test_absensi(status: int, answer: bytes, outcome: Outcome) -> None:
+    assert classify("absensi", status, answer) == outcome
+
+
+WEBHOOK_DEFAULTS = [
+    (200, Delivered()),
+    (201, Delivered()),
+    (204, Delivered()),
+    (409, Delivered(duplicate=True)),
+    (401, Paused("paused-auth", 401, "m")),
+    (403, Paused("paused-auth", 403, "m")),
+    (400, Rejected("http-400", 400, "m")),
+    (404, Rejected("http-404", 404, "m")),
+    (408, Retry("http-408", "m", 408)),
+    (429, Retry("http-429", "m", 429)),
+    (500, Retry("http-500", "m", 500)),
+    (503, Retry("http-503", "m", 503)),
+    (302, Retry("http-302", "m", 302)),
+]
+
+
+@pytest.mark.parametrize(("status", "outcome"), WEBHOOK_DEFAULTS, ids=str)
+def test_webhook_defaults(status: int, outcome: Outcome) -> None:
+    assert classify("webhook", status, body({"message": "m"})) == outcome
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (403, "rejected"),
+        (404, "transient"),
+        (409, "transient"),
+        (201, "duplicate"),
+        (200, "delivered"),
+        (503, "transient"),
+    ],
+)
+def test_webhook_map_code_before_class_before_defaults(status: int, expected: str) -> None:
+    # Seed 004: a 403 there is a locked payroll period for that day, not our credentials.
+    statuses = {"403": "rejected", "4xx": "transient", "201": "duplicate"}
+    assert webhook_answer(status, statuses) == expected  # type: ignore[arg-type]
+
+
+def test_message_is_one_short_line() -> None:
+    outcome = classify("integration", 422, body({"message": "a\nb  " + "x" * 500}))
+    assert isinstance(outcome, Rejected)
+    assert "\n" not in outcome.message
+    assert len(outcome.message) == MESSAGE_MAX
+    assert outcome.message.startswith("a b x")
+
+
+@given(
+    st.sampled_from(["integration", "absensi", "webhook"]),
+    st.integers(min_value=100, max_value=599),
+    st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(
+                    st.sampled_from(["data", "payload", "message", "error", "user", "name"]),
+                    inner,
+                    max_size=4,
+                )
+            ),
+            max_leaves=10,
+        ).map(body),
+    ),
+)
+def test_any_answer_has_an_outcome(profile: str, status: int, answer: bytes) -> None:
+    outcome = classify(profile, status, answer)  # type: ignore[arg-type]
+    assert isinstance(outcome, Delivered | Rejected | Paused | Retry)
+    if 200 <= status < 300:
+        assert isinstance(outcome, Delivered)
+    if status in (408, 429) or status >= 500:
+        assert isinstance(outcome, Retry)
+    if not isinstance(outcome, Delivered):
+        assert len(outcome.message) <= MESSAGE_MAX + len("not found: check [uplink] url ()")

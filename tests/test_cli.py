@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gateagent import config
+from gateagent.cli import build_parser, main
+
+ROOT = Path(__file__).parents[1]
+SPEC_COMMANDS = ["run", "demo", "status", "readers", "listen", "check", "requeue", "export"]
+
+
+def subcommands() -> dict[str, object]:
+    parser = build_parser()
+    for action in parser._actions:
+        if action.dest == "command":
+            return dict(action.choices)  # type: ignore[arg-type]
+    raise AssertionError("no subcommands")
+
+
+def test_every_spec_command_exists() -> None:
+    assert sorted(subcommands()) == sorted(SPEC_COMMANDS)
+
+
+@pytest.mark.parametrize("command", SPEC_COMMANDS)
+def test_help_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: gateagent {command}" in out
+    assert f"Example: gateagent {command}" in out
+
+
+@pytest.mark.parametrize("command", SPEC_COMMANDS)
+def test_command_is_in_readme(command: str) -> None:
+    assert re.search(rf"^    gateagent {command}\b", (ROOT / "README.md").read_text(), re.M)
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["frobnicate"])
+    assert done.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_check_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--config", str(ROOT / "config.example.toml")]) == 0
+    assert "profile integration" in capsys.readouterr().out
+
+
+def _keys(model: type, prefix: str) -> list[str]:
+    found = []
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
+        sub = info.annotation
+        if hasattr(sub, "model_fields") and name != "readers":
+            found += _keys(sub, f"{prefix}{name}.")
+        else:
+            found.append(f"{prefix}{name}")
+    return found
+
+
+def test_every_config_key_is_in_the_example() -> None:
+    example = tomllib.loads((ROOT / "config.example.toml").read_text())
+    text = (ROOT / "config.example.toml").read_text()
+    for key in _keys(config.Config, ""):
+        section, _, name = key.rpartition(".")
+        if key == "readers":
+            for reader_key in config.Reader.model_fields:
+                assert re.search(rf"^{reader_key} = ", text, re.M), reader_key
+            continue
+        table = example
+        for part in section.split(".") if section else []:
+            table = table[part]
+        assert name in table or re.search(rf"^# {name} = ", text, re.M), key

@@ -1,0 +1,404 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateagent import config
+from gateagent.cli import main
+from gateagent.errors import ConfigError
+
+TOKEN = "s3cret-T0KEN-e5N7Zq4Szsw3TbFp5o8rNh"
+
+GOOD = f"""
+[device]
+name = "gate-4-main"
+timezone = "Asia/Jakarta"
+
+[storage]
+path = "/var/lib/gateagent/taps.db"
+
+[taps]
+debounce = "3s"
+card_format = "dec10"
+
+[[readers]]
+name = "entrance"
+kind = "serial"
+path = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
+protocol = "rdm6300"
+
+[[readers]]
+name = "exit"
+kind = "hid"
+path = "/dev/input/by-id/usb-Sycreader-event-kbd"
+direction = "out"
+
+[uplink]
+url = "https://api.example.sch.id/api/v1/attendances/integration"
+token = "{TOKEN}"
+gate = 4
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def replaced(old: str, new: str, text: str = GOOD) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def test_good_file_has_spec_defaults(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, GOOD))
+    assert loaded.device.name == "gate-4-main"
+    assert loaded.taps.debounce == 3.0
+    assert loaded.taps.min_checkout_after == 600.0
+    assert loaded.taps.card_format == "dec10"
+    assert loaded.taps.reverse_bytes is False
+    assert loaded.storage.keep_sent == 30 * 86400
+    assert loaded.storage.keep_rejected == 90 * 86400
+    assert [r.name for r in loaded.readers] == ["entrance", "exit"]
+    assert loaded.readers[0].baudrate == 9600
+    assert loaded.readers[0].direction == "auto"
+    assert loaded.readers[1].direction == "out"
+    assert loaded.uplink.profile == "integration"
+    assert loaded.uplink.flush_interval == 30.0
+    assert loaded.uplink.concurrency == 4
+    assert loaded.uplink.timeout == 10.0
+    assert loaded.device.require_clock_sync is True
+    assert loaded.uplink.token is not None
+    assert loaded.uplink.token.get_secret_value() == TOKEN
+
+
+def test_example_config_in_repo_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).parents[1] / "config.example.toml"
+    loaded = config.load(example)
+    assert loaded.uplink.profile == "integration"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("30s", 30),
+        ("10m", 600),
+        ("2h", 7200),
+        ("30d", 2592000),
+        ("1.5s", 1.5),
+        ("0s", 0),
+        ("45", 45),
+        (12, 12),
+        (0.25, 0.25),
+    ],
+    ids=str,
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert config.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["30x", "", "s", "-5s", "ten minutes", "1e999", True, None, "1 0s"]
+)
+def test_bad_durations(text: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        config.parse_duration(text)
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(["ms", "s", "m", "h", "d"]))
+def test_duration_units_scale(number: int, unit: str) -> None:
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    assert config.parse_duration(f"{number}{unit}") == pytest.approx(number * scale)
+
+
+BAD = [
+    pytest.param(replaced("[taps]", "[taps"), "", "not valid TOML", id="syntax-error"),
+    pytest.param(
+        replaced('debounce = "3s"', 'debounse = "3s"'),
+        "[taps] debounse",
+        "unknown key; did you mean 'debounce'?",
+        id="unknown-key",
+    ),
+    pytest.param(
+        replaced("[device]", "[devise]"),
+        "[devise]",
+        "unknown section; did you mean 'device'?",
+        id="unknown-section",
+    ),
+    pytest.param(
+        replaced("gate = 4", 'gate = 4\nflush_interval = "30x"'),
+        "[uplink] flush_interval",
+        '"30x" is not a duration',
+        id="bad-duration",
+    ),
+    pytest.param(
+        replaced('url = "https://api.example.sch.id/api/v1/attendances/integration"\n', ""),
+        "[uplink] url",
+        "is required",
+        id="missing-url",
+    ),
+    pytest.param(
+        replaced("gate = 4", "gate = 4\nconcurrency = -1"),
+        "[uplink] concurrency",
+        "greater than or equal to 1",
+        id="negative-concurrency",
+    ),
+    pytest.param(
+        GOOD[: GOOD.index("[[readers]]")] + GOOD[GOOD.index("[uplink]") :],
+        "[readers]",
+        "the section is required",
+        id="no-readers",
+    ),
+    pytest.param(
+        replaced("[uplink]", '[uplink]\nprofile = "soap"'),
+        "[uplink] profile",
+        "'integration', 'absensi' or 'webhook'",
+        id="unknown-profile",
+    ),
+    pytest.param(
+        replaced('kind = "hid"', 'kind = "usb"'),
+        "[[readers]] #2 (exit) kind",
+        "'hid', 'serial' or 'stdin'",
+        id="reader-kind",
+    ),
+    pytest.param(
+        replaced('protocol = "rdm6300"', 'protocol = "rdm630"'),
+        "[[readers]] #1 (entrance) protocol",
+        "'rdm6300' or 'lines'",
+        id="reader-protocol",
+    ),
+    pytest.param(
+        replaced('path = "/dev/input/by-id/usb-Sycreader-event-kbd"\n', ""),
+        "[[readers]] #2 (exit) path",
+        "is required for a hid reader",
+        id="reader-without-path",
+    ),
+    pytest.param(
+        replaced('name = "exit"', 'name = "entrance"'),
+        "[[readers]] #2 (entrance) name",
+        '"entrance" is already the name of reader #1',
+        id="duplicate-reader-name",
+    ),
+    pytest.param(
+        replaced('timezone = "Asia/Jakarta"', 'timezone = "Asia/Djakarta"'),
+        "[device] timezone",
+        '"Asia/Djakarta" is not a known time zone',
+        id="bad-timezone",
+    ),
+    pytest.param(
+        replaced('card_format = "dec10"', 'card_format = "decimal"'),
+        "[taps] card_format",
+        "'as-read', 'dec10', 'wiegand26', 'hex' or 'strip-zeros'",
+        id="bad-card-format",
+    ),
+    pytest.param(
+        replaced('url = "https://', 'url = "ftp://'),
+        "[uplink] url",
+        "is not an http:// or https:// URL",
+        id="bad-url",
+    ),
+    pytest.param(
+        replaced("gate = 4\n", ""),
+        "[uplink] gate",
+        "is required by the integration profile",
+        id="integration-without-gate",
+    ),
+    pytest.param(
+        replaced(f'token = "{TOKEN}"\n', ""),
+        "[uplink] token",
+        "is required by the integration profile",
+        id="integration-without-token",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), BAD)
+def test_bad_config_names_file_key_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, reason: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert caught.value.key == key
+    assert reason in caught.value.reason
+
+    assert main(["check", "--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"gateagent: {path}: {key}: " if key else f"gateagent: {path}: ")
+    assert reason in lines[0]
+    assert TOKEN not in err
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "nope.toml"
+    assert main(["check", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"gateagent: {path}: cannot read the file: No such file or directory\n"
+    )
+
+
+def test_unreadable_token_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "token"
+    path = write(tmp_path, replaced(f'token = "{TOKEN}"', f'token_file = "{missing}"'))
+    assert main(["check", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"gateagent: {path}: [uplink] token_file: "
+        f"cannot read {missing}: No such file or directory\n"
+    )
+
+
+def test_token_file_that_is_a_directory(tmp_path: Path) -> None:
+    path = write(tmp_path, replaced(f'token = "{TOKEN}"', f'token_file = "{tmp_path}"'))
+    with pytest.raises(ConfigError, match=r"\[uplink\] token_file: cannot read .*: Is a directory"):
+        config.load(path)
+
+
+def test_token_file_and_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    path = write(tmp_path, replaced(f'token = "{TOKEN}"', f'token_file = "{secret}"'))
+    token = config.load(path).uplink.token
+    assert token is not None
+    assert token.get_secret_value() == TOKEN
+
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "uplink-token").write_text("from-systemd\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    path = write(tmp_path, replaced(f'token = "{TOKEN}"\n', ""))
+    token = config.load(path).uplink.token
+    assert token is not None
+    assert token.get_secret_value() == "from-systemd"
+
+
+def test_empty_token_file(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("\n")
+    path = write(tmp_path, replaced(f'token = "{TOKEN}"', f'token_file = "{secret}"'))
+    with pytest.raises(ConfigError, match=r"\[uplink\] token_file: .* is empty"):
+        config.load(path)
+
+
+def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEAGENT_UPLINK__CONCURRENCY", "8")
+    monkeypatch.setenv("GATEAGENT_UPLINK__TOKEN", "from-env")
+    monkeypatch.setenv("GATEAGENT_TAPS__DEBOUNCE", "500ms")
+    monkeypatch.setenv("GATEAGENT_DEVICE__REQUIRE_CLOCK_SYNC", "false")
+    loaded = config.load(write(tmp_path, GOOD))
+    assert loaded.uplink.concurrency == 8
+    assert loaded.uplink.token is not None
+    assert loaded.uplink.token.get_secret_value() == "from-env"
+    assert loaded.uplink.gate == 4
+    assert loaded.taps.debounce == 0.5
+    assert loaded.device.require_clock_sync is False
+
+
+def test_bad_environment_override_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEAGENT_UPLINK__FLUSH_INTERVAL", "soon")
+    with pytest.raises(ConfigError) as caught:
+        config.load(write(tmp_path, GOOD))
+    assert caught.value.key == "[uplink] flush_interval"
+    assert "GATEAGENT_UPLINK__FLUSH_INTERVAL" in caught.value.reason
+
+
+def test_config_path_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert config.config_path(None, {}) == "/etc/gateagent/config.toml"
+    assert config.config_path(None, {"GATEAGENT_CONFIG": "/tmp/a.toml"}) == "/tmp/a.toml"
+    assert config.config_path("/x.toml", {"GATEAGENT_CONFIG": "/tmp/a.toml"}) == "/x.toml"
+
+
+def test_gateagent_config_variable_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, GOOD)
+    monkeypatch.setenv("GATEAGENT_CONFIG", str(path))
+    assert main(["check"]) == 0
+    assert str(path) in capsys.readouterr().out
+
+
+def test_token_never_in_repr_or_errors(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, GOOD))
+    assert TOKEN not in repr(loaded)
+    assert TOKEN not in str(loaded)
+    assert TOKEN not in loaded.model_dump_json()
+    bad = replaced(f'token = "{TOKEN}"', "token = 12345")
+    with pytest.raises(ConfigError) as caught:
+        config.load(write(tmp_path, bad))
+    assert "12345" not in str(caught.value)
+
+
+WEBHOOK = """
+[[readers]]
+name = "desk"
+kind = "stdin"
+
+[uplink]
+profile = "webhook"
+url = "https://hr.example.com/attendance/check-in"
+auth = "bearer"
+token = "abc"
+
+[uplink.webhook]
+url_out = "https://hr.example.com/attendance/check-out"
+encoding = "form"
+statuses = { "409" = "duplicate", "403" = "rejected", "5xx" = "transient" }
+
+[uplink.webhook.fields]
+rfid = "card_no"
+at = "tapped_at"
+"""
+
+
+def test_webhook_section(tmp_path: Path) -> None:
+    loaded = config.load(write(tmp_path, WEBHOOK))
+    webhook = loaded.uplink.webhook
+    assert webhook.url_out == "https://hr.example.com/attendance/check-out"
+    assert webhook.encoding == "form"
+    assert webhook.fields == {"rfid": "card_no", "at": "tapped_at"}
+    assert webhook.statuses["409"] == "duplicate"
+    assert webhook.idempotency_header == "Idempotency-Key"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "reason"),
+    [
+        ('"409" = "duplicate"', '"40" = "duplicate"', "[uplink.webhook] statuses", "not a status"),
+        ('"409" = "duplicate"', '"409" = "fine"', "[uplink.webhook.statuses] 409", "'delivered'"),
+        ('at = "tapped_at"', 'at = "time"', "[uplink.webhook.fields] at", "'tapped_at'"),
+        ('token = "abc"\n', "", "[uplink] token", 'is required when auth = "bearer"'),
+    ],
+    ids=["status-key", "status-answer", "field", "auth-without-token"],
+)
+def test_bad_webhook(tmp_path: Path, old: str, new: str, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(write(tmp_path, replaced(old, new, WEBHOOK)))
+    assert caught.value.key == key
+    assert reason in caught.value.reason
+
+
+def test_bad_config_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, replaced('debounce = "3s"', 'debounce = "3x"'))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateagent", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert (
+        done.stderr == f'gateagent: {path}: [taps] debounce: "3x" is not a duration '
+        '(use seconds or "500ms", "30s", "10m", "2h")\n'
+    )
