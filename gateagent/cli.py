@@ -8,11 +8,19 @@ failure, 2 bad usage or bad configuration, never a traceback for an expected err
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-from gateagent import __version__, config
+from gateagent import __version__, config, logs, status
+from gateagent.clock import SystemClock
+from gateagent.daemon import Daemon
 from gateagent.errors import ConfigError, GateagentError
+from gateagent.notify import Notifier
+from gateagent.store import STATES, Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -26,6 +34,59 @@ def _check(args: argparse.Namespace) -> int:
     loaded = config.load(path)
     readers = ", ".join(f"{reader.name} ({reader.kind})" for reader in loaded.readers)
     print(f"OK    config {path}: profile {loaded.uplink.profile}, readers {readers}")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    path = config.config_path(args.config)
+    settings = config.load(path)
+    token = settings.uplink.token
+    logs.setup(secrets=[token.get_secret_value()] if token is not None else [])
+    return Daemon(path, settings, SystemClock(), notifier=Notifier.from_environ()).run()
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    settings = config.load(config.config_path(args.config))
+    return Store.open_for_reading(settings.storage.path)
+
+
+def _status(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        facts = status.collect(store, datetime.now(UTC))
+    finally:
+        store.close()
+    print(json.dumps(facts) if args.json else status.render(facts))
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        writer: Any = None
+        for row in store.export(args.state or STATES):
+            if writer is None:
+                writer = csv.DictWriter(sys.stdout, fieldnames=list(row), lineterminator="\n")
+                writer.writeheader()
+            writer.writerow(row)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _requeue(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        count = store.requeue(
+            states=("held",) if args.held else ("rejected",),
+            reason=args.reason,
+            card_no=args.card,
+            drop=args.drop,
+        )
+    finally:
+        store.close()
+    what = "dropped" if args.drop else "queued to be sent again"
+    print(f"{count} tap{'s' if count != 1 else ''} {what}")
     return EXIT_OK
 
 
@@ -67,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         "Run the daemon in the foreground (systemd runs this).",
         "gateagent run --config /etc/gateagent/config.toml",
-        _planned("the daemon: readers -> SQLite -> uploader"),
+        _run,
     )
     run.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
 
@@ -86,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         "Show the queue and health, read from the database.",
         "gateagent status --json",
-        _planned("queue and health from the database"),
+        _status,
     )
     status.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
     status.add_argument("--json", action="store_true", help="print one JSON object")
@@ -118,17 +179,33 @@ def build_parser() -> argparse.ArgumentParser:
         "requeue",
         "Send rejected (or held) taps again, after a fix on the server.",
         "gateagent requeue --reason unknown-card",
-        _planned("send rejected taps again"),
+        _requeue,
     )
     requeue.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    requeue.add_argument("--reason", help="only taps rejected for this reason (e.g. unknown-card)")
+    requeue.add_argument("--card", metavar="CARD_NO", help="only taps of this card")
+    requeue.add_argument(
+        "--held",
+        action="store_true",
+        help="held taps of an earlier boot (reason clock-unknown) instead of rejected ones",
+    )
+    requeue.add_argument(
+        "--drop", action="store_true", help="settle them as rejected (reason dropped) instead"
+    )
 
     export = add(
         "export",
         "Write taps as CSV.",
         "gateagent export --state rejected > rejected.csv",
-        _planned("taps as CSV"),
+        _export,
     )
     export.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    export.add_argument(
+        "--state",
+        action="append",
+        choices=STATES,
+        help="only taps in this state (repeatable; default: all)",
+    )
     return parser
 
 

@@ -4,6 +4,7 @@
      +-- ConfigError(path, key, reason)   a configuration that cannot run; exit status 2
      +-- ReaderError                      a reader that cannot be opened or read
      +-- StoreError                       the tap database cannot be used
+     |    +-- DiskFull                    SQLITE_FULL: keep the tap in memory and retry
      +-- UplinkError                      the attendance server cannot be used
 
 Expected bad input is not an exception: garbage from a reader comes back from the
@@ -37,6 +38,10 @@ class ReaderError(GateagentError):
 
 class StoreError(GateagentError):
     """The tap database could not be opened or written."""
+
+
+class DiskFull(StoreError):
+    """The disk holding the tap database is full (SQLITE_FULL)."""
 
 
 class UplinkError(GateagentError):

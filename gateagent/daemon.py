@@ -1,0 +1,292 @@
+"""`gateagent run`: wiring the readers, the store and the uploader on one event loop.
+
+    reader threads --emit--> Recorder (normalize, debounce, record) --wake--> Uploader
+                                      \\-> Store (SQLite) <-- answers ---------/
+
+Readers block in their own threads and hand reads over with `call_soon_threadsafe`;
+everything that touches SQLite runs on the loop, so the store needs no locks. Signals:
+SIGTERM/SIGINT finish the requests in flight, commit and exit 0; SIGHUP re-reads the
+configuration. systemd hears READY=1 once the database is open, a one-line STATUS=,
+and WATCHDOG=1 only while the loops are alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+
+from gateagent import config
+from gateagent.clock import Clock
+from gateagent.config import Config, Reader
+from gateagent.errors import ConfigError, GateagentError
+from gateagent.logs import Repeats
+from gateagent.notify import Notifier
+from gateagent.readers.base import Emit, Health, Source, start
+from gateagent.readers.stdin import StdinSource
+from gateagent.recorder import Recorder
+from gateagent.store import Store, iso
+from gateagent.uplink.client import Uploader
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_S = 1.0
+PURGE_EVERY_S = 3600.0
+
+
+@dataclass
+class _Running:
+    """One configured reader and its thread."""
+
+    config: Reader
+    stop: threading.Event = field(default_factory=threading.Event)
+    connected: bool = False
+    last_tap_at: datetime | None = None
+    last_error: str | None = None
+
+
+class Daemon:
+    def __init__(
+        self,
+        config_path: str,
+        settings: Config,
+        clock: Clock,
+        *,
+        notifier: Notifier | None = None,
+        sources: Callable[[Reader], Source] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._path = config_path
+        self.settings = settings
+        self._clock = clock
+        self._notifier = notifier or Notifier(None)
+        self._sources = sources or default_source
+        self._transport = transport
+        self._readers: dict[str, _Running] = {}
+        self._repeats = Repeats(log)
+        self._synced: bool | None = None
+
+    def run(self) -> int:
+        return asyncio.run(self._main())
+
+    async def _main(self) -> int:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        store = Store.open(settings.storage.path)
+        self._store = store
+        try:
+            boot = self._clock.boot_id()
+            if unknown := store.mark_clock_unknown(boot):
+                log.warning(
+                    "held taps of an earlier boot cannot be corrected reason=clock-unknown count=%d"
+                    " (gateagent requeue --held, or --drop)",
+                    unknown,
+                )
+            store.set_meta("device", settings.device.name)
+            store.set_meta("pid", str(os.getpid()))
+            self._uploader = Uploader(
+                store, settings, transport=self._transport, on_state=self._uplink_state
+            )
+            self._recorder = Recorder(
+                store, settings, self._clock, on_recorded=lambda tap: self._uploader.wake()
+            )
+            store.set_meta("uplink_state", "ok")
+            self._check_clock()
+            counts = store.counts()
+            self._notifier.ready()
+            log.info(
+                "gateagent started device=%s readers=%d pending=%d held=%d profile=%s",
+                settings.device.name,
+                len(settings.readers),
+                counts["pending"],
+                counts["held"],
+                settings.uplink.profile,
+            )
+            stopping = asyncio.Event()
+            loop.add_signal_handler(signal.SIGTERM, stopping.set)
+            loop.add_signal_handler(signal.SIGINT, stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            self._start_readers(settings.readers)
+            uploading = asyncio.ensure_future(self._uploader.run(stopping))
+            housekeeping = asyncio.ensure_future(self._housekeeping(stopping, uploading))
+            await stopping.wait()
+            self._notifier.stopping()
+            log.info("gateagent stopping: finishing requests in flight")
+            for running in self._readers.values():
+                running.stop.set()
+            await uploading
+            await housekeeping
+            self._recorder.flush()
+            log.info("gateagent stopped pending=%d", store.counts()["pending"])
+            return 0
+        finally:
+            store.close()
+
+    # -- readers ---------------------------------------------------------------------
+
+    def _start_readers(self, readers: list[Reader]) -> None:
+        loop = asyncio.get_running_loop()
+        self._store.forget_readers([reader.name for reader in readers])
+        for reader in readers:
+            running = _Running(reader)
+            self._readers[reader.name] = running
+            self._store.set_reader(reader.name, False, None, "starting")
+            source = self._sources(reader)
+
+            def emit(raw: str, running: _Running = running) -> None:
+                loop.call_soon_threadsafe(self._read, running, raw)
+
+            def health(ok: bool, error: str | None, running: _Running = running) -> None:
+                loop.call_soon_threadsafe(self._health, running, ok, error)
+
+            start(source, emit, health, running.stop)
+
+    def _read(self, running: _Running, raw: str) -> None:
+        if running.stop.is_set():
+            return
+        tap = self._recorder.read(running.config, raw)
+        if tap is not None:
+            running.last_tap_at = self._clock.now_utc()
+            self._publish_reader(running)
+
+    def _health(self, running: _Running, ok: bool, error: str | None) -> None:
+        if running.stop.is_set() or (ok, error) == (running.connected, running.last_error):
+            return
+        running.connected, running.last_error = ok, error
+        name = running.config.name
+        if ok:
+            log.info("reader connected reader=%s", name)
+        else:
+            log.warning("reader disconnected reader=%s error=%s", name, error)
+        self._publish_reader(running)
+
+    def _publish_reader(self, running: _Running) -> None:
+        self._store.set_reader(
+            running.config.name, running.connected, running.last_tap_at, running.last_error
+        )
+
+    # -- configuration ----------------------------------------------------------------
+
+    def _reload(self) -> None:
+        try:
+            new = config.load(self._path)
+        except ConfigError as exc:
+            log.error("new configuration refused, the running one is kept: %s", exc)
+            return
+        old = self.settings
+        if new.storage.path != old.storage.path:
+            log.warning(
+                "storage path changed: it takes effect after a restart path=%s", new.storage.path
+            )
+        self.settings = new
+        self._recorder.reconfigure(new)
+        self._uploader.reconfigure(new)
+        old_readers = {reader.name: reader for reader in old.readers}
+        new_readers = {reader.name: reader for reader in new.readers}
+        changed = [r for name, r in new_readers.items() if old_readers.get(name) != r]
+        for name, running in list(self._readers.items()):
+            if new_readers.get(name) != running.config:
+                running.stop.set()
+                del self._readers[name]
+        self._store.forget_readers(list(new_readers))
+        self._start_readers(changed)
+        log.info("configuration reloaded path=%s readers_restarted=%d", self._path, len(changed))
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    async def _housekeeping(self, stopping: asyncio.Event, uploading: asyncio.Future[None]) -> None:
+        interval = self._notifier.watchdog_interval_s()
+        tick = min(HOUSEKEEPING_S, interval) if interval else HOUSEKEEPING_S
+        next_purge = 0.0
+        while not stopping.is_set():
+            now = time.monotonic()
+            if self._recorder.unsaved:
+                self._recorder.flush()
+            self._check_clock()
+            if now >= next_purge:
+                self._purge()
+                next_purge = now + PURGE_EVERY_S
+            self._uploader.tick()
+            self._repeats.tick(now)
+            self._notify_status()
+            if not uploading.done():
+                self._notifier.watchdog()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=tick)
+
+    def _check_clock(self) -> None:
+        settings = self.settings
+        synced = self._clock.synchronized()
+        if synced == self._synced:
+            return
+        self._synced = synced
+        self._store.set_meta("clock_synchronized", "1" if synced else "0")
+        if not synced:
+            if settings.device.require_clock_sync:
+                self._repeats.report(
+                    "clock",
+                    logging.WARNING,
+                    "clock not synchronized: taps are held until it is",
+                    self._clock.now_mono(),
+                )
+            return
+        released = self._store.release_held(
+            self._clock.boot_id(),
+            self._clock.now_utc(),
+            self._clock.now_mono(),
+            settings.device.tz,
+            settings.taps.min_checkout_after,
+        )
+        self._repeats.resolve("clock", "clock synchronized", self._clock.now_mono())
+        if released:
+            log.info("held taps corrected and released count=%d", released)
+            self._uploader.wake()
+
+    def _purge(self) -> None:
+        storage = self.settings.storage
+        try:
+            deleted = self._store.purge(datetime.now(UTC), storage.keep_sent, storage.keep_rejected)
+        except GateagentError as exc:
+            log.error("retention failed: %s", exc)
+            return
+        if deleted:
+            log.info("retention deleted settled taps count=%d", deleted)
+
+    def _uplink_state(self, state: str, message: str) -> None:
+        self._store.set_meta("uplink_state", state)
+        self._store.set_meta("uplink_message", message)
+        self._store.set_meta("uplink_state_since", iso(datetime.now(UTC)))
+
+    def _notify_status(self) -> None:
+        pending = self._store.counts()["pending"] + self._recorder.unsaved
+        connected = sum(running.connected for running in self._readers.values())
+        self._notifier.status(
+            f"{pending} pending, uplink {self._uploader.state}, "
+            f"readers {connected}/{len(self._readers)} connected"
+        )
+
+
+class _Unavailable:
+    """A reader kind this release cannot open: reported as disconnected, the rest runs."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        self.name = name
+        self._kind = kind
+
+    def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
+        health(False, f"reader kind {self._kind!r} is not available in this release")
+
+
+def default_source(reader: Reader) -> Source:
+    if reader.kind == "stdin":
+        return StdinSource(reader.name)
+    return _Unavailable(reader.name, reader.kind)

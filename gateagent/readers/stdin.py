@@ -1,0 +1,42 @@
+"""The `stdin` reader: one card per line, for a reader typing into a terminal and for tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from gateagent.core.frames import Garbage, LinesDecoder
+from gateagent.readers.base import Emit, Health
+
+log = logging.getLogger(__name__)
+
+
+class StdinSource:
+    def __init__(self, name: str, fd: int = 0) -> None:
+        self.name = name
+        self._fd = fd
+
+    def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
+        decoder = LinesDecoder()
+        health(True, None)
+        while not stop.is_set():
+            try:
+                chunk = os.read(self._fd, 4096)
+            except OSError as exc:
+                health(False, f"cannot read standard input: {exc.strerror}")
+                return
+            if not chunk:
+                # Under systemd standard input is /dev/null: the end is no error.
+                health(False, "end of input")
+                return
+            for item in decoder.feed(chunk):
+                if isinstance(item, Garbage):
+                    log.warning(
+                        "read dropped: garbage reader=%s reason=%s data=%r",
+                        self.name,
+                        item.reason,
+                        item.data[:40],
+                    )
+                else:
+                    emit(item.raw)

@@ -1,0 +1,527 @@
+"""The tap buffer: one SQLite file, the only importer of sqlite_utils.
+
+A tap exists once `record()` has committed it (SPEC "Delivery guarantees"): every
+connection runs in WAL mode with `synchronous=FULL`, one commit per recorded tap. The
+uploader's answers are written in batches (`settle()`), because losing one of those in
+a crash only means the tap is sent again, which the at-least-once contract allows.
+
+States: `pending` (to send), `delivered`, `rejected` (kept with the reason), `ignored`
+(kept, never sent), `held` (recorded while the clock was not synchronized).
+
+The schema is versioned with sqlite-utils migrations, and `PRAGMA user_version` carries
+the schema number for anyone looking with the sqlite3 shell. A damaged file is moved
+aside with its `-wal` and `-shm`, never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlite_utils import Database, Migrations
+
+from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry
+from gateagent.core.clockfix import correct
+from gateagent.core.direction import Decision, Direction, EarlierTap, decide
+from gateagent.errors import DiskFull, StoreError
+
+log = logging.getLogger(__name__)
+
+STATES = ("pending", "delivered", "rejected", "ignored", "held")
+CLOCK_UNKNOWN = "clock-unknown"
+CLOCK_UNSYNCHRONIZED = "clock-unsynchronized"
+_PURGE_BATCH = 5000
+
+migrations = Migrations("gateagent")
+
+
+@migrations()
+def m001_taps(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE taps (
+            seq INTEGER PRIMARY KEY,
+            tap_id TEXT NOT NULL UNIQUE,
+            card_no TEXT NOT NULL,
+            reader TEXT NOT NULL,
+            gate INTEGER,
+            direction TEXT NOT NULL,
+            checktype INTEGER,
+            state TEXT NOT NULL,
+            reason TEXT,
+            tapped_at TEXT NOT NULL,
+            at_mono REAL NOT NULL,
+            boot_id TEXT NOT NULL,
+            clock_synced INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            student_name TEXT,
+            attendance_status TEXT,
+            recorded_at TEXT NOT NULL,
+            settled_at TEXT
+        );
+        CREATE INDEX taps_pending ON taps (seq) WHERE state = 'pending';
+        CREATE INDEX taps_held ON taps (boot_id, at_mono) WHERE state = 'held';
+        CREATE INDEX taps_card ON taps (card_no, tapped_at);
+        CREATE INDEX taps_settled ON taps (state, settled_at);
+
+        -- status must stay fast on a million taps: counts kept by triggers, not count(*).
+        CREATE TABLE tap_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL);
+        INSERT INTO tap_counts VALUES
+            ('pending', 0), ('delivered', 0), ('rejected', 0), ('ignored', 0), ('held', 0);
+        CREATE TRIGGER taps_counted_insert AFTER INSERT ON taps BEGIN
+            UPDATE tap_counts SET n = n + 1 WHERE state = new.state;
+        END;
+        CREATE TRIGGER taps_counted_delete AFTER DELETE ON taps BEGIN
+            UPDATE tap_counts SET n = n - 1 WHERE state = old.state;
+        END;
+        CREATE TRIGGER taps_counted_update AFTER UPDATE OF state ON taps
+            WHEN old.state != new.state BEGIN
+            UPDATE tap_counts SET n = n - 1 WHERE state = old.state;
+            UPDATE tap_counts SET n = n + 1 WHERE state = new.state;
+        END;
+
+        CREATE TABLE readers (
+            name TEXT PRIMARY KEY,
+            connected INTEGER NOT NULL,
+            last_tap_at TEXT,
+            last_error TEXT,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        PRAGMA user_version = 1;
+        """
+    )
+
+
+@dataclass(frozen=True)
+class NewTap:
+    """A tap as the reader loop saw it, before it is recorded."""
+
+    tap_id: str
+    card_no: str
+    reader: str
+    gate: int | None
+    direction: Direction
+    tapped_at: datetime  # aware, UTC
+    at_mono: float
+    boot_id: str
+    clock_synced: bool
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A recorded tap."""
+
+    seq: int
+    tap_id: str
+    card_no: str
+    reader: str
+    gate: int | None
+    direction: Direction
+    checktype: int | None
+    state: str
+    reason: str | None
+    tapped_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The uploader's result for one tap, to be written by `settle()`."""
+
+    seq: int
+    outcome: Outcome
+
+
+def iso(moment: datetime) -> str:
+    """UTC with milliseconds and `Z`, as the integration API's `tanggal` (seed 000)."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class Store:
+    """One open tap database. Not thread-safe: the daemon uses it from its event loop."""
+
+    def __init__(self, path: Path, db: Database) -> None:
+        self.path = path
+        self._db = db
+
+    @classmethod
+    def open(cls, path: Path, now: datetime | None = None) -> Store:
+        """Open (creating or upgrading) the database at `path`; move a damaged one aside."""
+        now = now or datetime.now(UTC)
+        moved: str | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            problem = _damage(path)
+            if problem is not None:
+                moved = _move_aside(path, now, problem)
+            store = cls(path, _connect(path))
+            migrations.apply(store._db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the tap database {path}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open the tap database {path}: {exc.strerror}") from None
+        if moved is not None:
+            store.set_meta("moved_aside", moved)
+        return store
+
+    @classmethod
+    def open_for_reading(cls, path: Path) -> Store:
+        """Open an existing database for `status`/`export`, without checks or migrations."""
+        if not path.exists():
+            raise StoreError(f"no tap database at {path} (has `gateagent run` started yet?)")
+        try:
+            return cls(path, _connect(path))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the tap database {path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- recording -----------------------------------------------------------------
+
+    def record(self, tap: NewTap, tz: ZoneInfo, min_checkout_after_s: float, hold: bool) -> Tap:
+        """Commit one tap; its direction is decided from the card's earlier recorded taps.
+
+        Raises DiskFull when SQLite reports SQLITE_FULL: the caller keeps the tap and
+        tries again, nothing of it is half-written.
+        """
+        try:
+            return self._record(tap, tz, min_checkout_after_s, hold)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise DiskFull(f"the disk of {self.path} is full") from None
+            raise StoreError(f"cannot record a tap in {self.path}: {exc}") from None
+
+    def _record(self, tap: NewTap, tz: ZoneInfo, min_checkout_after_s: float, hold: bool) -> Tap:
+        with self._db.atomic():
+            checktype: int | None
+            reason: str | None
+            if hold:
+                checktype, state, reason = None, "held", CLOCK_UNSYNCHRONIZED
+            else:
+                decision = self._decide(
+                    tap.card_no, tap.tapped_at, tap.direction, tz, min_checkout_after_s
+                )
+                checktype, state, reason = _columns(decision)
+            cursor = self._db.execute(
+                "INSERT INTO taps (tap_id, card_no, reader, gate, direction, checktype, state,"
+                " reason, tapped_at, at_mono, boot_id, clock_synced, recorded_at, settled_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    tap.tap_id,
+                    tap.card_no,
+                    tap.reader,
+                    tap.gate,
+                    tap.direction,
+                    checktype,
+                    state,
+                    reason,
+                    iso(tap.tapped_at),
+                    tap.at_mono,
+                    tap.boot_id,
+                    int(tap.clock_synced),
+                    # The wall clock's own reading; tapped_at may be corrected later.
+                    iso(tap.tapped_at),
+                    iso(tap.tapped_at) if state == "ignored" else None,
+                ),
+            )
+            seq = cursor.lastrowid
+        assert seq is not None
+        return Tap(
+            seq, tap.tap_id, tap.card_no, tap.reader, tap.gate, tap.direction,
+            checktype, state, reason, tap.tapped_at, 0,
+        )  # fmt: skip
+
+    def _decide(
+        self, card_no: str, at: datetime, direction: Direction, tz: ZoneInfo, min_after_s: float
+    ) -> Decision:
+        # A local day lies within a day either side of its UTC instants, whatever the zone.
+        rows = self._db.execute(
+            "SELECT tapped_at, checktype FROM taps WHERE card_no = ? AND tapped_at BETWEEN ? AND ?"
+            " AND state IN ('pending', 'delivered', 'rejected')",
+            (card_no, iso(at - timedelta(days=1)), iso(at + timedelta(days=1))),
+        ).fetchall()
+        earlier = [EarlierTap(parse_iso(row[0]), row[1]) for row in rows]
+        return decide(at, direction, earlier, tz, min_after_s)
+
+    # -- the clock (SPEC "Time") -----------------------------------------------------
+
+    def release_held(
+        self,
+        boot_id: str,
+        wall_at_sync: datetime,
+        mono_at_sync: float,
+        tz: ZoneInfo,
+        min_checkout_after_s: float,
+    ) -> int:
+        """The clock synchronized: correct this boot's held taps, decide them, send them."""
+        rows = self._db.execute(
+            "SELECT seq, card_no, direction, at_mono FROM taps"
+            " WHERE state = 'held' AND boot_id = ? ORDER BY at_mono",
+            (boot_id,),
+        ).fetchall()
+        with self._db.atomic():
+            for seq, card_no, direction, at_mono in rows:
+                at = correct(wall_at_sync, mono_at_sync, at_mono)
+                decision = self._decide(card_no, at, direction, tz, min_checkout_after_s)
+                checktype, state, reason = _columns(decision)
+                self._db.execute(
+                    "UPDATE taps SET tapped_at = ?, checktype = ?, state = ?, reason = ?,"
+                    " settled_at = ? WHERE seq = ?",
+                    (
+                        iso(at),
+                        checktype,
+                        state,
+                        reason,
+                        iso(at) if state == "ignored" else None,
+                        seq,
+                    ),
+                )
+        return len(rows)
+
+    def mark_clock_unknown(self, boot_id: str) -> int:
+        """Held taps of earlier boots can never be corrected: say so until a technician acts."""
+        cursor = self._db.execute(
+            "UPDATE taps SET reason = ? WHERE state = 'held' AND boot_id != ? AND reason IS NOT ?",
+            (CLOCK_UNKNOWN, boot_id, CLOCK_UNKNOWN),
+        )
+        return cursor.rowcount
+
+    # -- the uploader ------------------------------------------------------------------
+
+    def pending(self, after_seq: int, limit: int) -> list[Tap]:
+        """Pending taps in the order they were recorded, from `after_seq` on."""
+        rows = self._db.execute(
+            "SELECT seq, tap_id, card_no, reader, gate, direction, checktype, state, reason,"
+            " tapped_at, attempts FROM taps WHERE state = 'pending' AND seq > ?"
+            " ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        return [_tap(row) for row in rows]
+
+    def settle(self, answers: Sequence[Answer], now: datetime) -> None:
+        """Write a batch of the uploader's answers in one commit."""
+        at = iso(now)
+        with self._db.atomic():
+            for answer in answers:
+                self._db.execute(*_settling(answer, at))
+
+    # -- technicians -----------------------------------------------------------------
+
+    def requeue(
+        self,
+        states: Sequence[str] = ("rejected",),
+        reason: str | None = None,
+        card_no: str | None = None,
+        drop: bool = False,
+    ) -> int:
+        """Send matching rejected (or held) taps again, or with `drop` settle them for good."""
+        where = [f"state IN ({', '.join('?' for _ in states)})"]
+        params: list[Any] = list(states)
+        if reason is not None:
+            where.append("reason = ?")
+            params.append(reason)
+        if card_no is not None:
+            where.append("card_no = ?")
+            params.append(card_no)
+        if drop:
+            sql = "UPDATE taps SET state = 'rejected', reason = 'dropped', settled_at = ?"
+            params.insert(0, iso(datetime.now(UTC)))
+        else:
+            # A held tap sent after a requeue keeps its uncorrectable time: the technician's call.
+            sql = (
+                "UPDATE taps SET state = 'pending', reason = NULL, settled_at = NULL,"
+                " checktype = coalesce(checktype, CASE direction WHEN 'out' THEN 2 ELSE 1 END)"
+            )
+        cursor = self._db.execute(f"{sql} WHERE {' AND '.join(where)}", params)
+        return cursor.rowcount
+
+    def purge(self, now: datetime, keep_sent_s: float, keep_rejected_s: float) -> int:
+        """Retention: delete settled taps past their keep time; never pending or held ones."""
+        deleted = 0
+        for states, keep_s in (
+            (("delivered", "ignored"), keep_sent_s),
+            (("rejected",), keep_rejected_s),
+        ):
+            cutoff = iso(now - timedelta(seconds=keep_s))
+            marks = ", ".join("?" for _ in states)
+            while True:
+                cursor = self._db.execute(
+                    f"DELETE FROM taps WHERE seq IN (SELECT seq FROM taps WHERE state IN ({marks})"  # noqa: S608
+                    " AND settled_at < ? LIMIT ?)",
+                    (*states, cutoff, _PURGE_BATCH),
+                )
+                deleted += cursor.rowcount
+                if cursor.rowcount < _PURGE_BATCH:
+                    break
+        return deleted
+
+    def export(self, states: Sequence[str] = STATES) -> Iterator[dict[str, Any]]:
+        """Every tap in the given states, oldest first, streamed row by row."""
+        marks = ", ".join("?" for _ in states)
+        return self._db.query(
+            f"SELECT tap_id, card_no, reader, gate, checktype, state, reason, tapped_at,"  # noqa: S608
+            f" clock_synced, attempts, last_error, student_name, attendance_status,"
+            f" recorded_at, settled_at FROM taps WHERE state IN ({marks}) ORDER BY seq",
+            list(states),
+        )
+
+    # -- health ----------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return {row[0]: row[1] for row in self._db.execute("SELECT state, n FROM tap_counts")}
+
+    def oldest_pending(self) -> datetime | None:
+        row = self._db.execute(
+            "SELECT tapped_at FROM taps WHERE state = 'pending' ORDER BY seq LIMIT 1"
+        ).fetchone()
+        return parse_iso(row[0]) if row else None
+
+    def last_delivery(self) -> datetime | None:
+        row = self._db.execute(
+            "SELECT max(settled_at) FROM taps WHERE state = 'delivered'"
+        ).fetchone()
+        return parse_iso(row[0]) if row and row[0] else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def meta(self) -> dict[str, str]:
+        return {row[0]: row[1] for row in self._db.execute("SELECT key, value FROM meta")}
+
+    def set_reader(
+        self, name: str, connected: bool, last_tap_at: datetime | None, last_error: str | None
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO readers (name, connected, last_tap_at, last_error, updated_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+            " connected = excluded.connected, last_tap_at = excluded.last_tap_at,"
+            " last_error = excluded.last_error, updated_at = excluded.updated_at",
+            (
+                name,
+                int(connected),
+                iso(last_tap_at) if last_tap_at else None,
+                last_error,
+                iso(datetime.now(UTC)),
+            ),
+        )
+
+    def forget_readers(self, keep: Sequence[str]) -> None:
+        marks = ", ".join("?" for _ in keep)
+        self._db.execute(f"DELETE FROM readers WHERE name NOT IN ({marks})", list(keep))  # noqa: S608
+
+    def readers(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT name, connected, last_tap_at, last_error FROM readers ORDER BY name"
+        ).fetchall()
+        return [
+            {"name": name, "connected": bool(connected), "last_tap_at": at, "last_error": error}
+            for name, connected, at, error in rows
+        ]
+
+
+def _connect(path: Path) -> Database:
+    conn = sqlite3.connect(str(path), timeout=10.0)
+    db = Database(conn, execute_plugins=False)
+    db.enable_wal()
+    # FULL: a commit is on the disk before record() returns (SPEC "Operations").
+    db.execute("PRAGMA synchronous = FULL")
+    return db
+
+
+def _damage(path: Path) -> str | None:
+    """Why the file at `path` cannot be used, or None (also for a file not there yet)."""
+    if not path.exists():
+        return None
+    try:
+        # Read-only: a read-write connection to a damaged file can delete its -wal on
+        # close, and the -wal may hold the last committed taps.
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        raise  # locked or not openable: not damage, and nothing to move
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    if rows != [("ok",)]:
+        return "; ".join(str(row[0]) for row in rows[:3])
+    return None
+
+
+def _move_aside(path: Path, now: datetime, problem: str) -> str:
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            os.replace(source, f"{target}{suffix}")
+    log.critical(
+        "tap database damaged, moved aside and a new one started path=%s moved_to=%s problem=%s",
+        path,
+        target,
+        problem,
+    )
+    return f"{iso(now)} {target}: {problem}"
+
+
+def _columns(decision: Decision) -> tuple[int | None, str, str | None]:
+    if decision.ignored_reason is not None:
+        return None, "ignored", decision.ignored_reason
+    return decision.checktype, "pending", None
+
+
+def _tap(row: Sequence[Any]) -> Tap:
+    seq, tap_id, card_no, reader, gate, direction, checktype, state, reason, at, attempts = row
+    return Tap(
+        seq, tap_id, card_no, reader, gate, direction, checktype, state, reason,
+        parse_iso(at), attempts,
+    )  # fmt: skip
+
+
+def _settling(answer: Answer, at: str) -> tuple[str, tuple[Any, ...]]:
+    outcome = answer.outcome
+    if isinstance(outcome, Delivered):
+        return (
+            "UPDATE taps SET state = 'delivered', reason = ?, student_name = ?,"
+            " attendance_status = ?, attempts = attempts + 1, settled_at = ? WHERE seq = ?",
+            (
+                "duplicate" if outcome.duplicate else None,
+                outcome.student_name,
+                outcome.attendance_status,
+                at,
+                answer.seq,
+            ),
+        )
+    if isinstance(outcome, Rejected):
+        return (
+            "UPDATE taps SET state = 'rejected', reason = ?, last_error = ?,"
+            " attempts = attempts + 1, settled_at = ? WHERE seq = ?",
+            (outcome.reason, f"{outcome.status} {outcome.message}".strip(), at, answer.seq),
+        )
+    error = outcome.state if isinstance(outcome, Paused) else outcome.reason
+    assert isinstance(outcome, Paused | Retry)
+    return (
+        "UPDATE taps SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+        (f"{error}: {outcome.message}".rstrip(": "), answer.seq),
+    )

@@ -1,0 +1,1 @@
+"""Delivering recorded taps to the attendance server: profiles build requests, client sends."""

@@ -1,0 +1,346 @@
+"""The uploader: claims pending taps, POSTs each, and writes what the server answered.
+
+One keep-alive `httpx.AsyncClient`, at most `concurrency` requests in flight. A pass
+walks the pending taps in the order they were recorded; a card whose earlier tap is in
+flight, waiting for a retry, or not yet written back is skipped for the rest of the pass,
+so taps of one card reach the server in order, and other cards are not held up by it.
+
+The uplink as a whole has a state (SPEC `uplink_state`):
+- `ok`: up to `concurrency` requests in flight;
+- `retrying`: the server failed transiently (408, 429, 5xx, timeout, connection): one
+  request at a time, after a backoff with full jitter that honours `Retry-After`;
+- `paused-auth` / `paused-config`: the server says our token or gate is wrong; one probe
+  every few minutes until it accepts again. Nothing is dropped meanwhile.
+
+Answers are written in batches (`Store.settle`) a few milliseconds apart: SQLite commits
+cost an fsync each, and an answer lost in a crash only means that tap is sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import httpx
+from pydantic import SecretStr
+
+from gateagent.config import Config
+from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry, classify
+from gateagent.core.backoff import Backoff, retry_after_s
+from gateagent.logs import Repeats
+from gateagent.store import Answer, Store, Tap
+from gateagent.uplink.profiles import build
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+ANSWER_BATCH_S = 0.02
+# SPEC: on SIGTERM, finish the request in flight and exit "within a few seconds".
+FINISH_S = 5.0
+# Requeued taps (another process) are found by a sweep at least this often.
+SWEEP_S = 60.0
+# "try again slowly" (SPEC) while the server refuses our token or gate.
+PAUSE_BACKOFF = Backoff(base_s=30.0, cap_s=300.0)
+# absensi timestamps a tap on receipt: a late delivery is a wrong attendance time.
+ABSENSI_LATE_S = 60.0
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What one request came to, for the state machine."""
+
+    tap: Tap
+    outcome: Outcome
+    retry_after_s: float | None
+
+
+class Uploader:
+    def __init__(
+        self,
+        store: Store,
+        settings: Config,
+        *,
+        rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_state: Callable[[str, str], None] | None = None,
+        backoff: Backoff | None = None,
+        pause_backoff: Backoff = PAUSE_BACKOFF,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
+        self._monotonic = monotonic
+        self._transport = transport
+        self._on_state = on_state
+        self._backoff = backoff or Backoff()
+        self._pause_backoff = pause_backoff
+        self._repeats = Repeats(log, window_s=600.0)
+        self.state = "ok"
+        self.message = ""
+        self._failures = 0
+        self._hold_until = 0.0
+        self._retry_at: dict[int, float] = {}
+        self._in_flight: dict[int, str] = {}
+        self._unwritten: dict[int, str] = {}
+        self._answers: list[Answer] = []
+        self._answer_flush: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+
+    # -- wiring --------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """A tap was recorded: with flush_interval 0s (or absensi) send it now."""
+        if self._sends_at_once():
+            self._wake.set()
+
+    def tick(self) -> None:
+        """Housekeeping: summarise repeated problems whose window has passed."""
+        self._repeats.tick(self._monotonic())
+
+    def reconfigure(self, settings: Config) -> None:
+        self._settings = settings
+        self._wake.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Send until `stopping` is set, then finish the requests in flight."""
+        uplink = self._settings.uplink
+        limits = httpx.Limits(
+            max_connections=uplink.concurrency, max_keepalive_connections=uplink.concurrency
+        )
+        async with httpx.AsyncClient(
+            timeout=uplink.timeout, limits=limits, transport=self._transport
+        ) as client:
+            self._client = client
+            while not stopping.is_set():
+                await self._pass(stopping)
+                await self._sleep(stopping)
+            if self._tasks:
+                # A request still unanswered after this is abandoned: its tap stays
+                # pending and is sent again next time (at least once).
+                _, unfinished = await asyncio.wait(self._tasks, timeout=FINISH_S)
+                for task in unfinished:
+                    task.cancel()
+            self._write_answers()
+
+    # -- scheduling ----------------------------------------------------------------
+
+    def _sends_at_once(self) -> bool:
+        return (
+            self._settings.uplink.flush_interval == 0 or self._settings.uplink.profile == "absensi"
+        )
+
+    def _capacity(self, now: float) -> int:
+        if self.state == "ok":
+            return self._settings.uplink.concurrency
+        if now < self._hold_until:
+            return 0
+        return 1  # one probe at a time while the server is failing or refusing
+
+    async def _pass(self, stopping: asyncio.Event) -> None:
+        self._wake.clear()
+        blocked = set(self._in_flight.values()) | set(self._unwritten.values())
+        after = 0
+        while not stopping.is_set():
+            batch = self._store.pending(after, PAGE)
+            if not batch:
+                return
+            for tap in batch:
+                after = tap.seq
+                if tap.seq in self._in_flight or tap.seq in self._unwritten:
+                    continue
+                if tap.card_no in blocked:
+                    continue
+                blocked.add(tap.card_no)
+                if self._retry_at.get(tap.seq, 0.0) > self._monotonic():
+                    continue
+                if not await self._slot(stopping):
+                    return
+                self._start(tap)
+
+    async def _slot(self, stopping: asyncio.Event) -> bool:
+        """Wait for room for one more request; False if there will be none this pass."""
+        while len(self._in_flight) >= self._capacity(self._monotonic()):
+            if self._capacity(self._monotonic()) == 0 or stopping.is_set():
+                return False
+            self._slot_free.clear()
+            await self._slot_free.wait()
+        return not stopping.is_set()
+
+    async def _sleep(self, stopping: asyncio.Event) -> None:
+        now = self._monotonic()
+        interval = self._settings.uplink.flush_interval
+        deadlines = [now + (interval if interval > 0 and not self._sends_at_once() else SWEEP_S)]
+        deadlines += [at for at in self._retry_at.values() if at > now]
+        if self._hold_until > now:
+            deadlines.append(self._hold_until)
+        timeout = max(0.0, min(deadlines) - now)
+        wake = asyncio.ensure_future(self._wake.wait())
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({wake, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
+            stop.cancel()
+
+    # -- one request ---------------------------------------------------------------
+
+    def _start(self, tap: Tap) -> None:
+        self._in_flight[tap.seq] = tap.card_no
+        task = asyncio.ensure_future(self._send(tap))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, tap: Tap) -> None:
+        try:
+            sent = await self._post(tap)
+        finally:
+            del self._in_flight[tap.seq]
+            self._slot_free.set()
+        self._account(sent)
+        self._answers.append(Answer(tap.seq, sent.outcome))
+        self._unwritten[tap.seq] = tap.card_no
+        if self._answer_flush is None:
+            loop = asyncio.get_running_loop()
+            self._answer_flush = loop.call_later(ANSWER_BATCH_S, self._write_answers)
+
+    async def _post(self, tap: Tap) -> Sent:
+        settings = self._settings
+        request = build(tap, settings.uplink, settings.device.name)
+        assert self._client is not None
+        try:
+            response = await self._client.post(
+                request.url, headers=request.headers, json=request.json, data=request.form
+            )
+        except httpx.TimeoutException:
+            timeout = settings.uplink.timeout
+            return Sent(tap, Retry("timeout", f"no answer within {timeout:g}s"), None)
+        except httpx.TransportError as exc:
+            # The class name and errno text say enough; the request (and token) stay out.
+            return Sent(tap, Retry("connection-error", _error_text(exc)), None)
+        outcome = classify(
+            settings.uplink.profile,
+            response.status_code,
+            response.content,
+            settings.uplink.webhook.statuses,
+        )
+        retry_after = retry_after_s(response.headers.get("retry-after"), datetime.now(UTC))
+        return Sent(tap, _without(outcome, settings.uplink.token), retry_after)
+
+    def _write_answers(self) -> None:
+        self._answer_flush = None
+        if not self._answers:
+            return
+        answers, self._answers = self._answers, []
+        self._store.settle(answers, datetime.now(UTC))
+        for answer in answers:
+            del self._unwritten[answer.seq]
+        # A card whose tap was just written may have a next tap waiting.
+        self._wake.set()
+
+    # -- the state machine ---------------------------------------------------------
+
+    def _account(self, sent: Sent) -> None:
+        now = self._monotonic()
+        tap, outcome = sent.tap, sent.outcome
+        if isinstance(outcome, Retry):
+            self._retry_at[tap.seq] = now + self._backoff.delay(
+                tap.attempts + 1, sent.retry_after_s, self._rng
+            )
+            self._failures += 1
+            self._hold_until = now + self._backoff.delay(
+                self._failures, sent.retry_after_s, self._rng
+            )
+            self._set_state("retrying", f"{outcome.reason} {outcome.message}".strip(), now)
+            return
+        if isinstance(outcome, Paused):
+            self._failures += 1
+            self._hold_until = now + self._pause_backoff.delay(
+                self._failures, sent.retry_after_s, self._rng
+            )
+            self._set_state(outcome.state, outcome.message, now)
+            return
+        self._retry_at.pop(tap.seq, None)
+        self._failures = 0
+        self._set_state("ok", "", now)
+        if isinstance(outcome, Delivered):
+            self._delivered(tap, outcome)
+        elif isinstance(outcome, Rejected):
+            self._rejected(tap, outcome, now)
+
+    def _set_state(self, state: str, message: str, now: float) -> None:
+        # One problem key per state: a change of state (retrying -> paused-auth) is news
+        # and logged; the same state again is only counted and summarised.
+        previous = f"uplink {self.state}"
+        if state == "ok":
+            self._repeats.resolve(previous, "uplink ok again", now)
+        else:
+            if state != self.state:
+                self._repeats.resolve(
+                    previous, f"uplink no longer {self.state}", now, logging.DEBUG
+                )
+            level = logging.WARNING if state == "retrying" else logging.ERROR
+            self._repeats.report(f"uplink {state}", level, f"uplink {state}: {message}", now)
+        changed = state != self.state
+        self.state, self.message = state, message
+        if changed and self._on_state is not None:
+            self._on_state(state, message)
+
+    def _delivered(self, tap: Tap, outcome: Delivered) -> None:
+        log.info(
+            "tap delivered card_no=%s checktype=%s student=%s status=%s%s",
+            tap.card_no,
+            tap.checktype,
+            outcome.student_name or "-",
+            outcome.attendance_status or "-",
+            " duplicate=yes" if outcome.duplicate else "",
+        )
+        if self._settings.uplink.profile == "absensi":
+            late_s = (datetime.now(UTC) - tap.tapped_at).total_seconds()
+            if late_s > ABSENSI_LATE_S:
+                log.warning(
+                    "tap delivered late: the server records the time it receives it"
+                    " card_no=%s late_s=%.0f",
+                    tap.card_no,
+                    late_s,
+                )
+
+    def _rejected(self, tap: Tap, outcome: Rejected, now: float) -> None:
+        log.warning(
+            "tap rejected card_no=%s reason=%s status=%s message=%s",
+            tap.card_no,
+            outcome.reason,
+            outcome.status,
+            outcome.message,
+        )
+        if outcome.clock_ahead:
+            self._repeats.report(
+                "clock-ahead",
+                logging.ERROR,
+                "the server says taps lie in the future: this gate's clock is ahead",
+                now,
+            )
+
+
+def _without(outcome: Outcome, token: SecretStr | None) -> Outcome:
+    """The server's words minus our token: a server may echo the request in an error."""
+    if isinstance(outcome, Delivered) or token is None:
+        return outcome
+    secret = token.get_secret_value()
+    if secret not in outcome.message:
+        return outcome
+    return replace(outcome, message=outcome.message.replace(secret, "***"))
+
+
+def _error_text(exc: httpx.TransportError) -> str:
+    cause = exc.__context__ or exc.__cause__
+    detail = str(exc) or (str(cause) if cause else "")
+    return f"{type(exc).__name__}: {detail}".rstrip(": ")

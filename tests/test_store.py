@@ -1,0 +1,342 @@
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateagent.core.answers import Delivered, Paused, Rejected, Retry
+from gateagent.errors import DiskFull
+from gateagent.store import Answer, NewTap, Store, iso
+
+JAKARTA = ZoneInfo("Asia/Jakarta")
+MORNING = datetime(2024, 1, 15, 0, 30, tzinfo=UTC)  # 07:30 in Jakarta
+BOOT = "boot-1"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "taps.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Store:
+    opened = Store.open(db_path)
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def new_tap(
+    card_no: str = "0012822001",
+    at: datetime = MORNING,
+    direction: str = "auto",
+    mono: float = 100.0,
+    boot: str = BOOT,
+    synced: bool = True,
+) -> NewTap:
+    return NewTap(
+        tap_id=str(uuid.uuid4()),
+        card_no=card_no,
+        reader="entrance",
+        gate=4,
+        direction=direction,  # type: ignore[arg-type]
+        tapped_at=at,
+        at_mono=mono,
+        boot_id=boot,
+        clock_synced=synced,
+    )
+
+
+def record(store: Store, tap: NewTap, hold: bool = False):  # type: ignore[no-untyped-def]
+    return store.record(tap, JAKARTA, 600.0, hold)
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_every_connection_is_wal_and_full(store: Store) -> None:
+    assert store._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert store._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+
+
+def test_a_recorded_tap_is_committed_at_once(store: Store, db_path: Path) -> None:
+    tap = record(store, new_tap(card_no="0001"))
+    # Another connection (another process in real life) sees it without any further call.
+    assert rows(db_path, "SELECT tap_id, card_no, state, checktype FROM taps") == [
+        (tap.tap_id, "0001", "pending", 1)
+    ]
+    assert rows(db_path, "SELECT tapped_at FROM taps") == [("2024-01-15T00:30:00.000Z",)]
+
+
+def test_schema_version_and_reopen(db_path: Path) -> None:
+    Store.open(db_path).close()
+    assert rows(db_path, "PRAGMA user_version") == [(1,)]
+    Store.open(db_path).close()
+    assert rows(db_path, "SELECT count(*) FROM _sqlite_migrations") == [(1,)]
+
+
+def test_direction_survives_a_restart(db_path: Path) -> None:
+    first = Store.open(db_path)
+    assert record(first, new_tap()).checktype == 1
+    first.close()
+
+    second = Store.open(db_path)
+    too_soon = record(second, new_tap(at=MORNING + timedelta(minutes=5)))
+    assert (too_soon.state, too_soon.reason) == ("ignored", "too-soon-after-check-in")
+    later = record(second, new_tap(at=MORNING + timedelta(hours=8)))
+    assert (later.state, later.checktype) == ("pending", 2)
+    tomorrow = record(second, new_tap(at=MORNING + timedelta(days=1)))
+    assert tomorrow.checktype == 1
+    other_card = record(second, new_tap(card_no="0002", at=MORNING + timedelta(hours=8)))
+    assert other_card.checktype == 1
+    second.close()
+
+
+def test_fixed_directions(store: Store) -> None:
+    assert record(store, new_tap(direction="out")).checktype == 2
+    assert record(store, new_tap(direction="in", at=MORNING + timedelta(minutes=1))).checktype == 1
+
+
+def test_counts_follow_every_change(store: Store, db_path: Path) -> None:
+    taps = [record(store, new_tap(card_no=f"{n:04d}")) for n in range(6)]
+    record(store, new_tap(card_no="0000", at=MORNING + timedelta(minutes=1)))  # ignored
+    record(store, new_tap(card_no="0100", mono=5.0), hold=True)
+    store.settle(
+        [
+            Answer(taps[0].seq, Delivered("Budi", "PRESENT")),
+            Answer(taps[1].seq, Rejected("unknown-card", 404, "No student found")),
+            Answer(taps[2].seq, Retry("http-503", "")),
+        ],
+        MORNING,
+    )
+    counted = dict(rows(db_path, "SELECT state, count(*) FROM taps GROUP BY state"))
+    assert store.counts() == {
+        "pending": counted.get("pending", 0),
+        "delivered": 1,
+        "rejected": 1,
+        "ignored": 1,
+        "held": 1,
+    }
+    assert counted["pending"] == 4
+    store.purge(MORNING + timedelta(days=365), 0, 0)
+    assert store.counts() == {"pending": 4, "delivered": 0, "rejected": 0, "ignored": 0, "held": 1}
+
+
+def test_settle_keeps_every_answer(store: Store, db_path: Path) -> None:
+    taps = [record(store, new_tap(card_no=f"{n:04d}")) for n in range(5)]
+    store.settle(
+        [
+            Answer(taps[0].seq, Delivered("Budi", "PRESENT")),
+            Answer(taps[1].seq, Delivered(duplicate=True)),
+            Answer(taps[2].seq, Rejected("future-date", 400, "Cannot add attendance for tomorrow")),
+            Answer(taps[3].seq, Retry("timeout", "ReadTimeout")),
+            Answer(taps[4].seq, Paused("paused-auth", 400, "Invalid authentication token")),
+        ],
+        MORNING,
+    )
+    got = rows(
+        db_path,
+        "SELECT state, reason, attempts, last_error, student_name, attendance_status, settled_at"
+        " FROM taps ORDER BY seq",
+    )
+    settled = iso(MORNING)
+    assert got == [
+        ("delivered", None, 1, None, "Budi", "PRESENT", settled),
+        ("delivered", "duplicate", 1, None, None, None, settled),
+        (
+            "rejected",
+            "future-date",
+            1,
+            "400 Cannot add attendance for tomorrow",
+            None,
+            None,
+            settled,
+        ),
+        ("pending", None, 1, "timeout: ReadTimeout", None, None, None),
+        ("pending", None, 1, "paused-auth: Invalid authentication token", None, None, None),
+    ]
+    assert [tap.seq for tap in store.pending(0, 10)] == [taps[3].seq, taps[4].seq]
+    assert store.last_delivery() == MORNING
+
+
+def test_pending_pages_in_recorded_order(store: Store) -> None:
+    seqs = [record(store, new_tap(card_no=f"{n:04d}")).seq for n in range(7)]
+    first = store.pending(0, 3)
+    second = store.pending(first[-1].seq, 3)
+    third = store.pending(second[-1].seq, 3)
+    assert [t.seq for t in first + second + third] == seqs
+    assert first[0].tapped_at == MORNING
+    assert store.oldest_pending() == MORNING
+
+
+def test_held_taps_are_corrected_when_the_clock_synchronizes(store: Store, db_path: Path) -> None:
+    # The clock restarted from an old saved time: the wall reading is a day behind.
+    wrong = MORNING - timedelta(days=1)
+    a = record(store, new_tap(at=wrong, mono=1000.0, synced=False), hold=True)
+    b = record(
+        store,
+        new_tap(at=wrong + timedelta(hours=8), mono=1000.0 + 8 * 3600, synced=False),
+        hold=True,
+    )
+    other_boot = record(store, new_tap(card_no="0009", boot="boot-0", synced=False), hold=True)
+    assert (a.state, a.reason, a.checktype) == ("held", "clock-unsynchronized", None)
+    assert store.pending(0, 10) == []
+
+    # Synchronized at mono 1000 + 9 h, when the true time is MORNING + 9 h.
+    released = store.release_held(
+        BOOT, MORNING + timedelta(hours=9), 1000.0 + 9 * 3600, JAKARTA, 600
+    )
+    assert released == 2
+    assert store.mark_clock_unknown(BOOT) == 1
+    got = rows(
+        db_path,
+        "SELECT seq, state, checktype, tapped_at, recorded_at, reason FROM taps ORDER BY seq",
+    )
+    assert got == [
+        (a.seq, "pending", 1, iso(MORNING), iso(wrong), None),
+        (
+            b.seq,
+            "pending",
+            2,
+            iso(MORNING + timedelta(hours=8)),
+            iso(wrong + timedelta(hours=8)),
+            None,
+        ),
+        (other_boot.seq, "held", None, iso(MORNING), iso(MORNING), "clock-unknown"),
+    ]
+
+
+def test_requeue_and_drop(store: Store, db_path: Path) -> None:
+    taps = [record(store, new_tap(card_no=f"{n:04d}")) for n in range(3)]
+    store.settle(
+        [
+            Answer(taps[0].seq, Rejected("unknown-card", 404, "No student")),
+            Answer(taps[1].seq, Rejected("http-422", 422, "bad")),
+        ],
+        MORNING,
+    )
+    held = record(store, new_tap(card_no="0009", boot="boot-0", synced=False), hold=True)
+    assert store.requeue(reason="unknown-card") == 1
+    assert store.requeue(states=("held",), drop=True) == 1
+    got = dict(rows(db_path, "SELECT seq, state || ':' || coalesce(reason, '') FROM taps"))
+    assert got == {
+        taps[0].seq: "pending:",
+        taps[1].seq: "rejected:http-422",
+        taps[2].seq: "pending:",
+        held.seq: "rejected:dropped",
+    }
+
+
+def test_requeued_held_tap_gets_a_checktype(store: Store) -> None:
+    record(store, new_tap(boot="boot-0", synced=False), hold=True)
+    assert store.requeue(states=("held",)) == 1
+    assert store.pending(0, 1)[0].checktype == 1
+
+
+def test_retention_never_deletes_pending_or_held(store: Store, db_path: Path) -> None:
+    old = [record(store, new_tap(card_no=f"{n:04d}")) for n in range(4)]
+    store.settle(
+        [
+            Answer(old[0].seq, Delivered()),
+            Answer(old[1].seq, Rejected("unknown-card", 404, "")),
+        ],
+        MORNING,
+    )
+    record(store, new_tap(card_no="0100"), hold=True)
+    # 31 days later: delivered (30 d) goes, rejected (90 d) stays.
+    assert store.purge(MORNING + timedelta(days=31), 30 * 86400, 90 * 86400) == 1
+    assert store.counts() == {"pending": 2, "delivered": 0, "rejected": 1, "ignored": 0, "held": 1}
+    assert store.purge(MORNING + timedelta(days=91), 30 * 86400, 90 * 86400) == 1
+    assert store.purge(MORNING + timedelta(days=10_000), 0, 0) == 0
+    assert store.counts()["pending"] == 2
+
+
+def test_export_streams_every_tap(store: Store) -> None:
+    for n in range(3):
+        record(store, new_tap(card_no=f"{n:04d}"))
+    exported = list(store.export())
+    assert [row["card_no"] for row in exported] == ["0000", "0001", "0002"]
+    assert "token" not in exported[0]
+    assert list(store.export(("rejected",))) == []
+
+
+def test_reader_health(store: Store) -> None:
+    store.set_reader("entrance", True, None, None)
+    store.set_reader("exit", False, None, "missing: /dev/input/by-id/x")
+    store.set_reader("entrance", True, MORNING, None)
+    store.forget_readers(["entrance", "exit"])
+    assert store.readers() == [
+        {"name": "entrance", "connected": True, "last_tap_at": iso(MORNING), "last_error": None},
+        {
+            "name": "exit",
+            "connected": False,
+            "last_tap_at": None,
+            "last_error": "missing: /dev/input/by-id/x",
+        },
+    ]
+    store.forget_readers(["exit"])
+    assert [r["name"] for r in store.readers()] == ["exit"]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"this is not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000],
+    ids=["garbage", "bad-header"],
+)
+def test_damaged_database_is_moved_aside(
+    db_path: Path, damage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    db_path.write_bytes(damage)
+    Path(f"{db_path}-wal").write_bytes(b"old wal")
+    Path(f"{db_path}-shm").write_bytes(b"old shm")
+    store = Store.open(db_path, now=MORNING)
+    record(store, new_tap())
+    assert store.counts()["pending"] == 1
+    assert "moved_aside" in store.meta()
+    store.close()
+
+    aside = db_path.with_name("taps.db.damaged-20240115T003000Z")
+    assert aside.read_bytes() == damage
+    assert Path(f"{aside}-wal").read_bytes() == b"old wal"
+    assert Path(f"{aside}-shm").exists()  # an index SQLite rebuilds; only the -wal holds data
+    assert any(
+        r.levelname == "CRITICAL" and "moved aside" in r.getMessage() for r in caplog.records
+    )
+
+
+def test_corrupted_page_is_moved_aside(db_path: Path) -> None:
+    store = Store.open(db_path)
+    for n in range(300):
+        record(store, new_tap(card_no=f"{n:06d}"))
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    data = bytearray(db_path.read_bytes())
+    page = 4096
+    data[page * 2 : page * 3] = b"\x55" * page  # overwrite a b-tree page
+    db_path.write_bytes(bytes(data))
+
+    reopened = Store.open(db_path, now=MORNING)
+    assert reopened.counts()["pending"] == 0
+    assert reopened.meta()["moved_aside"].startswith(iso(MORNING))
+    reopened.close()
+
+
+def test_disk_full_is_reported_and_nothing_half_written(store: Store) -> None:
+    record(store, new_tap(card_no="0001"))
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(DiskFull):
+        for n in range(2000):
+            record(store, new_tap(card_no=f"x{n:05d}" + "9" * 20))
+    counted = store.counts()["pending"]
+    store._db.execute("PRAGMA max_page_count = 1000000")
+    record(store, new_tap(card_no="0002"))
+    assert store.counts()["pending"] == counted + 1

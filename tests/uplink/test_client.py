@@ -1,0 +1,423 @@
+"""The uploader against a real HTTP server on 127.0.0.1 (the simulator), real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateagent.config import Config
+from gateagent.core.backoff import Backoff
+from gateagent.simulator import Simulator
+from gateagent.store import NewTap, Store
+from gateagent.uplink.client import Uploader
+from tests.settings import TOKEN, make_settings
+
+FAST = Backoff(base_s=0.01, cap_s=0.05)
+NOW = datetime.now(UTC).replace(microsecond=123456)
+ROSTER = {f"{n:010d}": f"Student {n}" for n in range(1, 30)}
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(token=TOKEN, roster=ROSTER) as simulator:
+        yield simulator
+
+
+def record(
+    store: Store, settings: Config, card_no: str, at: datetime = NOW, direction: str = "auto"
+) -> None:
+    store.record(
+        NewTap(
+            tap_id=str(uuid.uuid4()),
+            card_no=card_no,
+            reader="desk",
+            gate=None,
+            direction=direction,  # type: ignore[arg-type]
+            tapped_at=at,
+            at_mono=1.0,
+            boot_id="b",
+            clock_synced=True,
+        ),
+        settings.device.tz,
+        settings.taps.min_checkout_after,
+        hold=False,
+    )
+
+
+def states(settings: Config) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(settings.storage.path)
+    try:
+        return conn.execute(
+            "SELECT card_no, checktype, state, reason, student_name, attendance_status"
+            " FROM taps ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+async def uploading(
+    settings: Config,
+    until: Callable[[], bool],
+    *,
+    before: Callable[[Store], None] = lambda store: None,
+    during: Callable[[Store, Uploader], Any] | None = None,
+    timeout_s: float = 20.0,
+) -> Uploader:
+    """Run an uploader over the settings' database until `until()` holds."""
+    store = Store.open(settings.storage.path)
+    before(store)
+    uploader = Uploader(store, settings, rng=random.Random(1), backoff=FAST, pause_backoff=FAST)
+    stopping = asyncio.Event()
+    task = asyncio.ensure_future(uploader.run(stopping))
+    try:
+        if during is not None:
+            await during(store, uploader)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not until():
+            assert asyncio.get_running_loop().time() < deadline, "uploader did not finish"
+            await asyncio.sleep(0.01)  # the simulator answers in other threads
+    finally:
+        stopping.set()
+        await task
+        store.close()
+    return uploader
+
+
+def settled(settings: Config, count: int) -> Callable[[], bool]:
+    def done() -> bool:
+        rows = states(settings)
+        return len(rows) >= count and all(row[2] in ("delivered", "rejected") for row in rows)
+
+    return done
+
+
+def test_integration_payload_and_delivery(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+
+    def taps(store: Store) -> None:
+        record(store, settings, "0000000001")
+        record(store, settings, "0000000001", NOW + timedelta(hours=8))
+        record(store, settings, "0000000002", direction="out")
+
+    asyncio.run(uploading(settings, settled(settings, 3), before=taps))
+    bodies = sorted((r.body for r in sim.accepted()), key=lambda b: (b["card_no"], b["checktype"]))
+    tanggal = NOW.strftime("%Y-%m-%dT%H:%M:%S.123Z")
+    assert bodies[0] == {
+        "gate": 4,
+        "card_no": "0000000001",
+        "tanggal": tanggal,
+        "token": TOKEN,
+        "checktype": 1,
+    }
+    assert bodies[1]["checktype"] == 2
+    assert bodies[1]["tanggal"] == (NOW + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M:%S.123Z")
+    assert bodies[2]["checktype"] == 2
+    rows = states(settings)
+    assert [row[2] for row in rows] == ["delivered"] * 3
+    assert rows[0][4] == "Student 1"
+    assert rows[0][5] in ("PRESENT", "LATE")
+
+
+@pytest.mark.parametrize(
+    ("card_no", "fault", "state", "reason"),
+    [
+        ("0000099999", None, "rejected", "unknown-card"),
+        (
+            "0000000001",
+            (400, {"statusCode": 400, "message": "Cannot add attendance for tomorrow onwards"}),
+            "rejected",
+            "future-date",
+        ),
+        ("0000000001", (422, {"message": "card_no too long"}), "rejected", "http-422"),
+        ("0000000001", (500, None), "delivered", None),
+        ("0000000001", (502, b"<html>bad gateway</html>"), "delivered", None),
+        ("0000000001", (503, None), "delivered", None),
+        ("0000000001", (408, None), "delivered", None),
+        ("0000000001", (429, None), "delivered", None),
+    ],
+    ids=["unknown-card", "future-date", "other-4xx", "500", "502-html", "503", "408", "429"],
+)
+def test_integration_answers(
+    tmp_path: Path,
+    sim: Simulator,
+    card_no: str,
+    fault: tuple[int, object] | None,
+    state: str,
+    reason: str | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+    if fault is not None:
+        sim.fail_next(2, fault[0], body=fault[1])
+    asyncio.run(
+        uploading(settings, settled(settings, 1), before=lambda s: record(s, settings, card_no))
+    )
+    [row] = states(settings)
+    assert (row[2], row[3]) == (state, reason)
+    if reason == "future-date":
+        assert any("clock is ahead" in r.getMessage() for r in caplog.records)
+
+
+def test_retry_after_is_honoured(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+    sim.fail_next(1, 429, retry_after="1")
+    asyncio.run(
+        uploading(
+            settings, settled(settings, 1), before=lambda s: record(s, settings, "0000000001")
+        )
+    )
+    first, second = sim.received
+    assert first.status == 429
+    assert second.status == 200
+    assert second.at_mono - first.at_mono >= 1.0
+
+
+def test_timeouts_and_dropped_connections_are_retried(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url, uplink={"timeout": "200ms"})
+    sim.stall_next(1, 1.0)
+    sim.drop_next(1)
+
+    def taps(store: Store) -> None:
+        record(store, settings, "0000000001")
+        record(store, settings, "0000000002")
+
+    asyncio.run(uploading(settings, settled(settings, 2), before=taps))
+    assert [row[2] for row in states(settings)] == ["delivered", "delivered"]
+
+
+def test_wrong_token_pauses_and_resumes_by_itself(
+    tmp_path: Path, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = make_settings(tmp_path, sim.integration_url)
+    sim.token = "the-server-changed-it"
+    seen: list[str] = []
+
+    async def fix_token_later(store: Store, uploader: Uploader) -> None:
+        await asyncio.to_thread(sim.wait_for, 3)
+        seen.append(uploader.state)
+        assert states(settings)[0][2] == "pending"  # nothing lost while paused
+        sim.token = TOKEN
+
+    def taps(store: Store) -> None:
+        for n in range(1, 4):
+            record(store, settings, f"{n:010d}")
+
+    asyncio.run(uploading(settings, settled(settings, 3), before=taps, during=fix_token_later))
+    assert seen == ["paused-auth"]
+    assert [row[2] for row in states(settings)] == ["delivered"] * 3
+    paused_lines = [r for r in caplog.records if "paused-auth" in r.getMessage()]
+    assert len(paused_lines) == 1  # logged once, not once per probe
+    assert any(r.getMessage().startswith("uplink ok again") for r in caplog.records)
+
+
+def test_wrong_gate_pauses_config(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+    sim.gates = {7}
+    seen: list[str] = []
+
+    async def fix_gate_later(store: Store, uploader: Uploader) -> None:
+        await asyncio.to_thread(sim.wait_for, 2)
+        seen.append(uploader.state)
+        sim.gates = {4}
+
+    asyncio.run(
+        uploading(
+            settings,
+            settled(settings, 1),
+            before=lambda s: record(s, settings, "0000000001"),
+            during=fix_gate_later,
+        )
+    )
+    assert seen == ["paused-config"]
+    assert states(settings)[0][2] == "delivered"
+
+
+def test_per_card_order_and_other_cards_not_held_up(tmp_path: Path, sim: Simulator) -> None:
+    # One request at a time makes the order of arrivals the order of decisions.
+    settings = make_settings(tmp_path, sim.integration_url, uplink={"concurrency": 1})
+    sim.fail_next(1, 503)
+
+    def taps(store: Store) -> None:
+        record(store, settings, "0000000001")  # A1: fails once
+        record(store, settings, "0000000002")  # B1
+        record(store, settings, "0000000001", NOW + timedelta(hours=8))  # A2
+
+    asyncio.run(uploading(settings, settled(settings, 3), before=taps))
+    order = [(r.body["card_no"], r.body["checktype"]) for r in sim.accepted()]
+    # B is not held up by A's retry, and A2 never overtakes A1.
+    assert order == [("0000000002", 1), ("0000000001", 1), ("0000000001", 2)]
+
+
+def test_server_down_then_up_delivers_everything(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+    sim.down()
+
+    async def outage(store: Store, uploader: Uploader) -> None:
+        for n in range(1, 11):
+            record(store, settings, f"{n:010d}")
+            uploader.wake()
+        await asyncio.sleep(0.3)
+        assert uploader.state == "retrying"
+        sim.up()
+
+    asyncio.run(uploading(settings, settled(settings, 10), during=outage))
+    assert [row[2] for row in states(settings)] == ["delivered"] * 10
+    assert len(sim.accepted()) == 10
+
+
+def test_flush_interval_zero_is_woken_by_recording(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+
+    async def tap_later(store: Store, uploader: Uploader) -> None:
+        await asyncio.sleep(0.05)
+        record(store, settings, "0000000001")
+        uploader.wake()
+        await asyncio.to_thread(sim.wait_for_accepted, 1, 5.0)
+
+    asyncio.run(uploading(settings, settled(settings, 1), during=tap_later))
+
+
+def test_flush_interval_waits(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url, uplink={"flush_interval": "1h"})
+
+    async def tap_later(store: Store, uploader: Uploader) -> None:
+        await asyncio.sleep(0.05)
+        record(store, settings, "0000000001")
+        uploader.wake()
+        with pytest.raises(TimeoutError):
+            await asyncio.to_thread(sim.wait_for, 1, 0.5)
+        uploader.reconfigure(make_settings(tmp_path, sim.integration_url))
+
+    asyncio.run(uploading(settings, settled(settings, 1), during=tap_later))
+
+
+def test_absensi_profile(tmp_path: Path, sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(
+        tmp_path, sim.absensi_url, uplink={"profile": "absensi", "flush_interval": "1h"}
+    )
+
+    def taps(store: Store) -> None:
+        record(store, settings, "0000000001", NOW - timedelta(minutes=5))
+        record(store, settings, "0000099999")
+        record(store, settings, "0000000001", NOW + timedelta(hours=8))
+
+    asyncio.run(uploading(settings, settled(settings, 3), before=taps))
+    assert [r.body for r in sim.received] == [
+        {"rfid": "0000000001"},
+        {"rfid": "0000099999"},
+        {"rfid": "0000000001"},
+    ] or sorted(r.body["rfid"] for r in sim.received) == ["0000000001", "0000000001", "0000099999"]
+    rows = states(settings)
+    assert [(row[2], row[3], row[4]) for row in rows] == [
+        ("delivered", None, "Student 1"),
+        ("rejected", "unknown-card", None),
+        ("delivered", None, "Student 1"),
+    ]
+    assert any("delivered late" in r.getMessage() for r in caplog.records)
+
+
+def test_webhook_profile(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(
+        tmp_path,
+        sim.webhook_in_url,
+        uplink={
+            "profile": "webhook",
+            "auth": "bearer",
+            "webhook": {
+                "url_out": sim.webhook_out_url,
+                "encoding": "form",
+                "fields": {"card_no": "card_no", "at": "tapped_at", "where": "device"},
+            },
+        },
+    )
+
+    def taps(store: Store) -> None:
+        record(store, settings, "0000000001")
+        record(store, settings, "0000000001", NOW + timedelta(hours=8))
+        record(store, settings, "0000000002", direction="in")
+        record(store, settings, "0000000002", NOW + timedelta(minutes=1), direction="in")
+
+    asyncio.run(uploading(settings, settled(settings, 4), before=taps))
+    received = {(r.path, r.body["card_no"], r.status) for r in sim.received}
+    assert ("/webhook/check-in", "0000000001", 201) in received
+    assert ("/webhook/check-out", "0000000001", 200) in received
+    assert ("/webhook/check-in", "0000000002", 409) in received  # already checked in
+    first = sim.received[0]
+    assert first.headers["authorization"] == f"Bearer {TOKEN}"
+    assert first.body["where"] == "gate-test"
+    assert first.body["at"].endswith("Z")
+    assert len(first.headers["idempotency-key"]) == 36
+    rows = states(settings)
+    assert [(row[2], row[3]) for row in rows] == [
+        ("delivered", None),
+        ("delivered", None),
+        ("delivered", None),
+        ("delivered", "duplicate"),
+    ]
+
+
+def test_webhook_api_key_and_status_map(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(
+        tmp_path,
+        sim.webhook_in_url,
+        uplink={
+            "profile": "webhook",
+            "auth": "x-api-key",
+            "webhook": {"statuses": {"409": "rejected"}},
+        },
+    )
+
+    def taps(store: Store) -> None:
+        record(store, settings, "0000000002", direction="in")
+        record(store, settings, "0000000002", NOW + timedelta(minutes=1), direction="in")
+
+    asyncio.run(uploading(settings, settled(settings, 2), before=taps))
+    assert sim.received[0].headers["x-api-key"] == TOKEN
+    assert [(row[2], row[3]) for row in states(settings)] == [
+        ("delivered", None),
+        ("rejected", "http-409"),
+    ]
+
+
+def test_token_never_logged(
+    tmp_path: Path, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    settings = make_settings(tmp_path, sim.integration_url, uplink={"timeout": "200ms"})
+    sim.token = "other"
+    sim.fail_next(1, 500, body={"message": f"echoing {TOKEN}"})
+    sim.drop_next(1)
+    sim.stall_next(1, 1.0)
+
+    async def fix(store: Store, uploader: Uploader) -> None:
+        await asyncio.to_thread(sim.wait_for, 5)
+        sim.token = TOKEN
+
+    asyncio.run(
+        uploading(
+            settings,
+            settled(settings, 1),
+            before=lambda s: record(s, settings, "0000000001"),
+            during=fix,
+        )
+    )
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "paused-auth" in text
+    assert "echoing ***" in text  # the server echoed our token in an error
+    assert TOKEN not in text
+    conn = sqlite3.connect(settings.storage.path)
+    try:
+        dumped = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    assert TOKEN not in dumped
