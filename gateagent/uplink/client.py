@@ -88,7 +88,7 @@ class Uploader:
         self._retry_at: dict[int, float] = {}
         self._in_flight: dict[int, str] = {}
         self._unwritten: dict[int, str] = {}
-        self._answers: list[Answer] = []
+        self._answers: list[Sent] = []
         self._answer_flush: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -206,7 +206,7 @@ class Uploader:
             del self._in_flight[tap.seq]
             self._slot_free.set()
         self._account(sent)
-        self._answers.append(Answer(tap.seq, sent.outcome))
+        self._answers.append(sent)
         self._unwritten[tap.seq] = tap.card_no
         if self._answer_flush is None:
             loop = asyncio.get_running_loop()
@@ -240,9 +240,16 @@ class Uploader:
         if not self._answers:
             return
         answers, self._answers = self._answers, []
-        self._store.settle(answers, datetime.now(UTC))
-        for answer in answers:
-            del self._unwritten[answer.seq]
+        self._store.settle(
+            [Answer(sent.tap.seq, sent.outcome) for sent in answers], datetime.now(UTC)
+        )
+        for sent in answers:
+            del self._unwritten[sent.tap.seq]
+            # Logged once written: "tap delivered" in the journal means it is in the database.
+            if isinstance(sent.outcome, Delivered):
+                self._delivered(sent.tap, sent.outcome)
+            elif isinstance(sent.outcome, Rejected):
+                self._rejected(sent.tap, sent.outcome)
         # A card whose tap was just written may have a next tap waiting.
         self._wake.set()
 
@@ -271,10 +278,13 @@ class Uploader:
         self._retry_at.pop(tap.seq, None)
         self._failures = 0
         self._set_state("ok", "", now)
-        if isinstance(outcome, Delivered):
-            self._delivered(tap, outcome)
-        elif isinstance(outcome, Rejected):
-            self._rejected(tap, outcome, now)
+        if isinstance(outcome, Rejected) and outcome.clock_ahead:
+            self._repeats.report(
+                "clock-ahead",
+                logging.ERROR,
+                "the server says taps lie in the future: this gate's clock is ahead",
+                now,
+            )
 
     def _set_state(self, state: str, message: str, now: float) -> None:
         # One problem key per state: a change of state (retrying -> paused-auth) is news
@@ -313,7 +323,7 @@ class Uploader:
                     late_s,
                 )
 
-    def _rejected(self, tap: Tap, outcome: Rejected, now: float) -> None:
+    def _rejected(self, tap: Tap, outcome: Rejected) -> None:
         log.warning(
             "tap rejected card_no=%s reason=%s status=%s message=%s",
             tap.card_no,
@@ -321,13 +331,6 @@ class Uploader:
             outcome.status,
             outcome.message,
         )
-        if outcome.clock_ahead:
-            self._repeats.report(
-                "clock-ahead",
-                logging.ERROR,
-                "the server says taps lie in the future: this gate's clock is ahead",
-                now,
-            )
 
 
 def _without(outcome: Outcome, token: SecretStr | None) -> Outcome:

@@ -1,0 +1,334 @@
+"""`gateagent run` as a real subprocess: taps on stdin reach a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from gateagent.simulator import Simulator
+from tests.settings import TOKEN, make_settings, write_config
+
+ROSTER = {f"{n:010d}": f"Student {n}" for n in range(1, 200)}
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(token=TOKEN, roster=ROSTER) as simulator:
+        yield simulator
+
+
+class Run:
+    """A `gateagent run` subprocess with its stdin as the reader and stderr collected."""
+
+    def __init__(self, config: Path, journal: bool = False) -> None:
+        read_end, write_end = os.pipe()
+        env = dict(os.environ)
+        if journal:
+            # As systemd does: JOURNAL_STREAM names the device:inode of the stderr it gave.
+            stat = os.fstat(write_end)
+            env["JOURNAL_STREAM"] = f"{stat.st_dev}:{stat.st_ino}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=write_end,
+            env=env,
+        )
+        os.close(write_end)
+        self._stderr = os.fdopen(read_end, "rb")
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._collect, args=(self._stderr,), daemon=True)
+        self._reader.start()
+
+    def _collect(self, stream: IO[bytes]) -> None:
+        for raw in stream:
+            with self._changed:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._changed.notify_all()
+
+    def tap(self, *cards: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write("".join(f"{card}\n" for card in cards).encode())
+        self.process.stdin.flush()
+
+    def wait_for_line(self, pattern: str, count: int = 1, timeout_s: float = 20.0) -> list[str]:
+        with self._changed:
+            found: list[str] = []
+
+            def enough() -> bool:
+                found[:] = [line for line in self.lines if re.search(pattern, line)]
+                return len(found) >= count
+
+            if not self._changed.wait_for(enough, timeout_s):
+                raise TimeoutError(f"{pattern!r} x{count} not seen in:\n" + "\n".join(self.lines))
+            return found
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout_s)
+        self.close()
+        return code
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        self.close()
+
+    def close(self) -> None:
+        self._reader.join(10)
+        self._stderr.close()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "\n".join(self.lines)
+
+
+def states(db: Path) -> list[tuple[str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT card_no, state FROM taps ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
+def test_taps_on_stdin_reach_the_server_and_sigterm_exits_0(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+    run = Run(write_config(tmp_path / "config.toml", settings))
+    run.wait_for_line("gateagent started")
+    run.tap("0000000001", "0000000002", "not a card!", "0000000003")
+    sim.wait_for_accepted(3)
+    run.wait_for_line("tap delivered", 3)
+    assert run.stop() == 0
+    assert states(settings.storage.path) == [
+        ("0000000001", "delivered"),
+        ("0000000002", "delivered"),
+        ("0000000003", "delivered"),
+    ]
+    assert "read dropped: not a card number" in run.output
+    assert "gateagent stopped pending=0" in run.output
+    assert TOKEN not in run.output
+
+
+def test_journald_lines_carry_a_priority(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+    run = Run(write_config(tmp_path / "config.toml", settings), journal=True)
+    run.wait_for_line("gateagent started")
+    run.tap("0000000001", "junk!")
+    run.wait_for_line("tap delivered")
+    assert run.stop() == 0
+    assert run.lines
+    for line in run.lines:
+        assert re.match(r"<[0-7]>\S", line), line
+    assert any(line.startswith("<4>read dropped") for line in run.lines)
+    assert any(line.startswith("<6>tap delivered") for line in run.lines)
+
+
+def test_sighup_reloads_and_refuses_a_bad_config(tmp_path: Path, sim: Simulator) -> None:
+    path = tmp_path / "config.toml"
+    write_config(
+        path, make_settings(tmp_path, sim.integration_url, uplink={"flush_interval": "1h"})
+    )
+    run = Run(path)
+    run.wait_for_line("gateagent started")
+    run.tap("0000000001")
+    run.wait_for_line("tap recorded")
+
+    path.write_text(path.read_text().replace("[uplink]", "[uplink]\nflush_intervall = 3"))
+    run.process.send_signal(signal.SIGHUP)
+    run.wait_for_line(r"new configuration refused.*flush_intervall: unknown key")
+
+    write_config(path, make_settings(tmp_path, sim.integration_url))
+    run.process.send_signal(signal.SIGHUP)
+    run.wait_for_line("configuration reloaded")
+    sim.wait_for_accepted(1)  # flush_interval 0s now: the pending tap goes at once
+    assert run.stop() == 0
+    assert states(tmp_path / "taps.db") == [("0000000001", "delivered")]
+
+
+def test_offline_then_online(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+    sim.down()
+    run = Run(write_config(tmp_path / "config.toml", settings))
+    run.wait_for_line("gateagent started")
+    run.tap(*[f"{n:010d}" for n in range(1, 21)])
+    run.wait_for_line("tap recorded", 20)
+    run.wait_for_line("uplink retrying")
+    sim.up()
+    sim.wait_for_accepted(20, timeout_s=60)
+    run.wait_for_line("uplink ok again")
+    assert run.stop() == 0
+    assert {state for _, state in states(settings.storage.path)} == {"delivered"}
+
+
+def test_crash_loop_loses_no_recorded_tap(tmp_path: Path, sim: Simulator) -> None:
+    """SIGKILL at random moments while taps arrive and uploads are in flight.
+
+    The soak version (200 cycles) is benchmarks/crash_soak.py; this short loop runs in
+    the test command.
+    """
+    rng = random.Random(20241124)
+    settings = make_settings(
+        tmp_path,
+        sim.integration_url,
+        taps={"debounce": "0s", "min_checkout_after": "0s"},
+    )
+    config = write_config(tmp_path / "config.toml", settings)
+    sim.latency_s = 0.005
+    cards = [f"{n:010d}" for n in range(1, 9)]
+    typed = 0
+    recorded: list[str] = []
+    for _ in range(8):
+        run = Run(config)
+        run.wait_for_line("gateagent started")
+        for _ in range(rng.randint(3, 12)):
+            run.tap(cards[typed % len(cards)])
+            typed += 1
+            time.sleep(rng.uniform(0, 0.02))  # taps arrive while uploads are in flight
+        time.sleep(rng.uniform(0, 0.1))
+        run.kill()
+        recorded += [
+            line.split("card_no=")[1].split()[0] for line in run.lines if "tap recorded" in line
+        ]
+
+    final = Run(config)
+    final.wait_for_line("gateagent started")
+    db_taps = states(settings.storage.path)
+    sim.wait_for_accepted(len(db_taps), timeout_s=60)
+    assert final.stop() == 0
+
+    # Every tap the daemon said it recorded is in the database (a tap committed just
+    # before the kill may miss its log line, never the other way round).
+    assert not Counter(recorded) - Counter(card for card, _ in db_taps)
+    assert {state for _, state in states(settings.storage.path)} == {"delivered"}
+    conn = sqlite3.connect(settings.storage.path)
+    tap_times = {
+        (card, at) for card, at in conn.execute("SELECT card_no, tapped_at FROM taps").fetchall()
+    }
+    conn.close()
+    first_arrival: dict[tuple[str, str], int] = {}
+    for index, received in enumerate(sim.accepted()):
+        key = (str(received.body["card_no"]), str(received.body["tanggal"]))
+        first_arrival.setdefault(key, index)
+    assert tap_times <= set(first_arrival)
+    # Per card, the first deliveries come in the order the taps happened.
+    for card in cards:
+        arrivals = sorted((at, first_arrival[(c, at)]) for c, at in tap_times if c == card)
+        assert [index for _, index in arrivals] == sorted(index for _, index in arrivals)
+    duplicates = len(sim.accepted()) - len(first_arrival)
+    print(f"crash loop: {len(recorded)} recorded, {len(first_arrival)} delivered,", end=" ")
+    print(f"{duplicates} duplicates")
+
+
+def test_status_json_has_the_spec_fields(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateagent.cli import main
+
+    settings = make_settings(tmp_path, sim.integration_url)
+    config = write_config(tmp_path / "config.toml", settings)
+    run = Run(config)
+    run.wait_for_line("gateagent started")
+    run.tap("0000000001", "0000099999")
+    run.wait_for_line("tap (delivered|rejected)", 2)
+
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert run.stop() == 0
+    for key in (
+        "pending",
+        "delivered",
+        "rejected",
+        "ignored",
+        "oldest_pending_age_s",
+        "last_delivery_at",
+        "uplink_state",
+        "clock_synchronized",
+        "readers",
+    ):
+        assert key in status
+    assert (status["pending"], status["delivered"], status["rejected"]) == (0, 1, 1)
+    assert status["uplink_state"] == "ok"
+    assert status["daemon_running"] is True
+    assert status["readers"] == [
+        {
+            "name": "desk",
+            "connected": True,
+            "last_tap_at": status["readers"][0]["last_tap_at"],
+            "last_error": None,
+        }
+    ]
+    assert TOKEN not in json.dumps(status)
+
+    assert main(["export", "--config", str(config), "--state", "rejected"]) == 0
+    exported = capsys.readouterr().out.splitlines()
+    assert exported[0].startswith("tap_id,card_no,reader,gate,checktype,state,reason,tapped_at")
+    assert len(exported) == 2
+    assert ",0000099999," in exported[1]
+    assert ",unknown-card," in exported[1]
+
+    assert main(["requeue", "--config", str(config), "--reason", "unknown-card"]) == 0
+    assert capsys.readouterr().out == "1 tap queued to be sent again\n"
+    assert states(settings.storage.path)[1] == ("0000099999", "pending")
+
+
+def test_status_without_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gateagent.cli import main
+
+    config = write_config(tmp_path / "config.toml", make_settings(tmp_path, "http://127.0.0.1:9/x"))
+    assert main(["status", "--config", str(config)]) == 1
+    assert "no tap database at" in capsys.readouterr().err
+
+
+def test_daemon_survives_a_missing_reader_and_a_bad_config_exits_2(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        sim.integration_url,
+        readers=[
+            {"name": "desk", "kind": "stdin"},
+            {"name": "door", "kind": "serial", "path": str(tmp_path / "ttyUSB-missing")},
+        ],
+    )
+    config = write_config(tmp_path / "config.toml", settings)
+    run = Run(config)
+    run.wait_for_line("reader disconnected reader=door")
+    run.tap("0000000001")
+    sim.wait_for_accepted(1)
+    assert run.stop() == 0
+
+    config.write_text(config.read_text().replace('kind = "serial"', 'kind = "usb"'))
+    bad = subprocess.run(
+        [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+    assert "[[readers]] #2 (door) kind" in bad.stderr
+
+
+def test_sigint_exits_0(tmp_path: Path, sim: Simulator) -> None:
+    run = Run(write_config(tmp_path / "config.toml", make_settings(tmp_path, sim.integration_url)))
+    run.wait_for_line("gateagent started")
+    assert run.stop(signal.SIGINT) == 0
