@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateagent import __version__, config, logs, status
+from gateagent import __version__, config, demo, logs, status
 from gateagent.clock import SystemClock
 from gateagent.daemon import Daemon
 from gateagent.errors import ConfigError, GateagentError
@@ -136,11 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "Run the daemon on an embedded default: a local endpoint simulator and scripted taps.",
         "gateagent demo",
-        _planned(
-            "will start the endpoint simulator on 127.0.0.1, a temporary database and "
-            "scripted taps (check-ins, a check-out, an unknown card, a bounce, a short "
-            "outage), and show them flowing to the simulator"
-        ),
+        lambda args: demo.main(),
     )
 
     status = add(

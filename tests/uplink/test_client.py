@@ -421,3 +421,50 @@ def test_token_never_logged(
     finally:
         conn.close()
     assert TOKEN not in dumped
+
+
+@pytest.mark.parametrize(
+    ("profile", "fault", "state", "reason"),
+    [
+        (
+            "absensi",
+            (400, {"statusCode": 400, "error": "RFID tidak boleh kosong"}),
+            "rejected",
+            "invalid",
+        ),
+        (
+            "absensi",
+            (500, {"statusCode": 500, "error": "Terjadi kesalahan server."}),
+            "delivered",
+            None,
+        ),
+        ("webhook", (422, {"message": "note too long"}), "rejected", "http-422"),
+        ("webhook", (503, None), "delivered", None),
+        ("webhook", (403, {"message": "payroll period locked"}), "delivered", None),
+    ],
+    ids=["absensi-400", "absensi-500", "webhook-rejected", "webhook-transient", "webhook-auth"],
+)
+def test_other_profiles_answers(
+    tmp_path: Path,
+    sim: Simulator,
+    profile: str,
+    fault: tuple[int, object],
+    state: str,
+    reason: str | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = sim.absensi_url if profile == "absensi" else sim.webhook_in_url
+    settings = make_settings(tmp_path, url, uplink={"profile": profile, "auth": "bearer"})
+    sim.fail_next(1, fault[0], body=fault[1])
+    asyncio.run(
+        uploading(
+            settings, settled(settings, 1), before=lambda s: record(s, settings, "0000000001")
+        )
+    )
+    [row] = states(settings)
+    assert (row[2], row[3]) == (state, reason)
+    uplink = [r.getMessage() for r in caplog.records if r.getMessage().startswith("uplink ")]
+    if fault[0] == 403:  # the webhook default map: 401/403 = auth
+        assert uplink == ["uplink paused-auth: payroll period locked"]
+    elif state == "delivered":
+        assert uplink[0].startswith("uplink retrying: http-")
