@@ -79,20 +79,28 @@ class ScriptedReader:
 
 
 def settings(folder: Path, sim: Simulator, typed: bool) -> Config:
-    readers = [{"name": "entrance", "kind": "stdin"}] if typed else []
-    return Config(
-        device={"name": "demo-gate", "timezone": "Asia/Jakarta", "require_clock_sync": False},
-        storage={"path": str(folder / "taps.db")},
-        taps={"debounce": "3s", "min_checkout_after": "10s", "card_format": "as-read"},
-        readers=[{"name": "demo", "kind": "stdin"}, *readers],
-        uplink={
-            "profile": "integration",
-            "url": sim.integration_url,
-            "token": TOKEN,
-            "gate": 4,
-            "flush_interval": "0s",
-            "timeout": "2s",
-        },
+    readers = [{"name": "demo", "kind": "stdin"}]
+    if typed:
+        readers.append({"name": "entrance", "kind": "stdin"})
+    return Config.model_validate(
+        {
+            "device": {
+                "name": "demo-gate",
+                "timezone": "Asia/Jakarta",
+                "require_clock_sync": False,
+            },
+            "storage": {"path": str(folder / "taps.db")},
+            "taps": {"debounce": "3s", "min_checkout_after": "10s", "card_format": "as-read"},
+            "readers": readers,
+            "uplink": {
+                "profile": "integration",
+                "url": sim.integration_url,
+                "token": TOKEN,
+                "gate": 4,
+                "flush_interval": "0s",
+                "timeout": "2s",
+            },
+        }
     )
 
 
