@@ -52,6 +52,9 @@ class _Running:
     connected: bool = False
     last_tap_at: datetime | None = None
     last_error: str | None = None
+    # last_tap_at changed since it was last written: published by housekeeping, because
+    # a write per tap would double the commits (and fsyncs) of the tap path.
+    dirty: bool = False
 
 
 class Daemon:
@@ -126,6 +129,9 @@ class Daemon:
             await uploading
             await housekeeping
             self._recorder.flush()
+            for running in self._readers.values():
+                if running.dirty:
+                    self._publish_reader(running)
             log.info("gateagent stopped pending=%d", store.counts()["pending"])
             return 0
         finally:
@@ -156,7 +162,7 @@ class Daemon:
         tap = self._recorder.read(running.config, raw)
         if tap is not None:
             running.last_tap_at = self._clock.now_utc()
-            self._publish_reader(running)
+            running.dirty = True
 
     def _health(self, running: _Running, ok: bool, error: str | None) -> None:
         if running.stop.is_set() or (ok, error) == (running.connected, running.last_error):
@@ -170,6 +176,7 @@ class Daemon:
         self._publish_reader(running)
 
     def _publish_reader(self, running: _Running) -> None:
+        running.dirty = False
         self._store.set_reader(
             running.config.name, running.connected, running.last_tap_at, running.last_error
         )
@@ -215,6 +222,9 @@ class Daemon:
             if now >= next_purge:
                 self._purge()
                 next_purge = now + PURGE_EVERY_S
+            for running in self._readers.values():
+                if running.dirty:
+                    self._publish_reader(running)
             self._uploader.tick()
             self._repeats.tick(now)
             self._notify_status()
@@ -249,7 +259,7 @@ class Daemon:
         self._repeats.resolve("clock", "clock synchronized", self._clock.now_mono())
         if released:
             log.info("held taps corrected and released count=%d", released)
-            self._uploader.wake()
+            self._uploader.rescan()
 
     def _purge(self) -> None:
         storage = self.settings.storage

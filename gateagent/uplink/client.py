@@ -90,6 +90,8 @@ class Uploader:
         self._unwritten: dict[int, str] = {}
         self._answers: list[Sent] = []
         self._answer_flush: asyncio.TimerHandle | None = None
+        self._cursor = 0
+        self._seen: set[str] = set()
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -108,7 +110,7 @@ class Uploader:
 
     def reconfigure(self, settings: Config) -> None:
         self._settings = settings
-        self._wake.set()
+        self.rescan()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Send until `stopping` is set, then finish the requests in flight."""
@@ -146,25 +148,36 @@ class Uploader:
         return 1  # one probe at a time while the server is failing or refusing
 
     async def _pass(self, stopping: asyncio.Event) -> None:
+        """Go on with the sweep: one walk over the pending taps, resumed where it stopped.
+
+        Within a sweep a card is sent at most once, and a card seen once blocks its later
+        taps until the next sweep: so a tap never overtakes an earlier one of its card,
+        and each wake-up costs the taps it reads, not a scan of the whole backlog.
+        """
         self._wake.clear()
-        blocked = set(self._in_flight.values()) | set(self._unwritten.values())
-        after = 0
         while not stopping.is_set():
-            batch = self._store.pending(after, PAGE)
+            if self._cursor == 0:
+                self._seen = set(self._in_flight.values()) | set(self._unwritten.values())
+            batch = self._store.pending(self._cursor, PAGE)
             if not batch:
+                self._cursor = 0  # the sweep is over; the next one starts from the oldest
                 return
             for tap in batch:
-                after = tap.seq
-                if tap.seq in self._in_flight or tap.seq in self._unwritten:
-                    continue
-                if tap.card_no in blocked:
-                    continue
-                blocked.add(tap.card_no)
-                if self._retry_at.get(tap.seq, 0.0) > self._monotonic():
-                    continue
-                if not await self._slot(stopping):
-                    return
-                self._start(tap)
+                busy = tap.seq in self._in_flight or tap.seq in self._unwritten
+                if not busy and tap.card_no not in self._seen:
+                    due = self._retry_at.get(tap.seq, 0.0) <= self._monotonic()
+                    if due and not await self._slot(stopping):
+                        return  # this tap is looked at again when the pass resumes
+                    self._seen.add(tap.card_no)
+                    if due:
+                        self._start(tap)
+                self._cursor = tap.seq
+
+    def rescan(self) -> None:
+        """Taps older than the sweep's position became pending (clock released held
+        taps, a requeue): start a new sweep so they keep their place in card order."""
+        self._cursor = 0
+        self._wake.set()
 
     async def _slot(self, stopping: asyncio.Event) -> bool:
         """Wait for room for one more request; False if there will be none this pass."""

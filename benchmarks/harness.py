@@ -1,0 +1,137 @@
+"""What the benchmark scripts share: a config file, a `gateagent run` subprocess, RSS."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+TOKEN = "bench-token"
+
+
+def write_config(folder: Path, url: str, **uplink: object) -> Path:
+    settings = {"url": url, "token": TOKEN, "gate": 4, "flush_interval": "0s", "concurrency": 4}
+    settings.update(uplink)
+    lines = [
+        "[device]",
+        'name = "bench"',
+        "require_clock_sync = false",
+        "[storage]",
+        f'path = "{folder / "taps.db"}"',
+        "[taps]",
+        'debounce = "0s"',
+        'min_checkout_after = "0s"',
+        "[[readers]]",
+        'name = "desk"',
+        'kind = "stdin"',
+        "[[readers]]",
+        'name = "missing"',
+        'kind = "serial"',
+        f'path = "{folder / "ttyUSB-not-plugged"}"',
+        "[uplink]",
+        *(f"{key} = {_toml(value)}" for key, value in settings.items()),
+    ]
+    path = folder / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(value: object) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+class Daemon:
+    """`gateagent run` with a pipe as its stdin reader; counts its log lines as they come."""
+
+    def __init__(self, config: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.counts: dict[str, int] = {}
+        self.first_at: dict[str, float] = {}
+        self.last_at: dict[str, float] = {}
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            now = time.monotonic()
+            match = re.search(rb"(gateagent started|tap recorded|tap delivered|tap rejected)", raw)
+            if match is None:
+                continue
+            key = match[1].decode()
+            with self._changed:
+                self.counts[key] = self.counts.get(key, 0) + 1
+                self.first_at.setdefault(key, now)
+                self.last_at[key] = now
+                self._changed.notify_all()
+
+    def wait(self, key: str, count: int = 1, timeout_s: float = 3600.0) -> float:
+        """Block until `count` lines of `key`; the monotonic time the last one arrived."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.counts.get(key, 0) >= count, timeout_s):
+                raise TimeoutError(f"{key}: {self.counts.get(key, 0)} of {count}")
+            return self.last_at[key]
+
+    def type(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text.encode())
+        self.process.stdin.flush()
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.process.pid)
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def stop(self) -> int:
+        self.process.terminate()
+        code = self.process.wait(60)
+        self._thread.join(10)
+        for stream in (self.process.stdin, self.process.stderr):
+            if stream is not None:
+                stream.close()
+        return code
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def sample(every_s: float, probe: Callable[[], float], stop: threading.Event) -> list[float]:
+    """Call `probe` every `every_s` in a thread until `stop`; the values."""
+    values: list[float] = []
+
+    def run() -> None:
+        while not stop.wait(every_s):
+            try:
+                values.append(probe())
+            except OSError:
+                return
+
+    threading.Thread(target=run, daemon=True).start()
+    return values
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
