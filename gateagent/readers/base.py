@@ -7,6 +7,7 @@ the uploader. It hands each decoded card to `emit` and reports its health on cha
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -38,3 +39,24 @@ def start(source: Source, emit: Emit, health: Health, stop: threading.Event) -> 
     thread = threading.Thread(target=guarded, name=f"reader-{source.name}", daemon=True)
     thread.start()
     return thread
+
+
+# Seconds between attempts to open a reader that is missing, busy or unplugged: quick
+# enough that a replugged reader works before the next student, cheap enough to cost no
+# measurable CPU while it stays away.
+RECONNECT_S = 1.5
+
+
+def describe_open_error(error: OSError, path: str, group: str) -> str:
+    """What a technician should know and do when `path` cannot be opened."""
+    code = error.errno
+    if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+        return f"missing: {path} is not there (unplugged? see `gateagent readers`)"
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"no permission to open {path}: add the gateagent user to the '{group}' group"
+            f" (usermod -aG {group} gateagent)"
+        )
+    if code in (errno.EBUSY, errno.EAGAIN):
+        return f"busy: another program holds {path} (stop it, or `fuser -v {path}`)"
+    return f"cannot open {path}: {error.strerror or error}"
