@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from gateagent import __version__, config, demo, logs, status
@@ -47,7 +49,23 @@ def _run(args: argparse.Namespace) -> int:
 
 def _open_store(args: argparse.Namespace) -> Store:
     settings = config.load(config.config_path(args.config))
+    _become_owner(settings.storage.path.parent)
     return Store.open_for_reading(settings.storage.path)
+
+
+def _become_owner(folder: Path) -> None:
+    """`sudo gateagent status` must not leave root-owned -wal/-shm files that the
+    daemon (user gateagent) could then not open: act as the database's owner."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = folder.stat()
+    except OSError:
+        return
+    if owner.st_uid != 0:
+        os.setgroups([])
+        os.setgid(owner.st_gid)
+        os.setuid(owner.st_uid)
 
 
 def _status(args: argparse.Namespace) -> int:

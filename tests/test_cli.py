@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -47,7 +51,11 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
 
 
-def test_check_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_accepts_the_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "uplink-token").write_text("from-the-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert main(["check", "--config", str(ROOT / "config.example.toml")]) == 0
     assert "profile integration" in capsys.readouterr().out
 
@@ -76,3 +84,35 @@ def test_every_config_key_is_in_the_example() -> None:
         for part in section.split(".") if section else []:
             table = table[part]
         assert name in table or re.search(rf"^# {name} = ", text, re.M), key
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as `sudo gateagent status` has")
+def test_status_as_root_leaves_no_root_owned_files() -> None:
+    # Not under pytest's tmp_path: its folders are root-only, /var/lib is not.
+    with tempfile.TemporaryDirectory() as name:
+        check_ownership(Path(name))
+
+
+def check_ownership(tmp_path: Path) -> None:
+    from gateagent.store import Store
+    from tests.settings import make_settings, write_config
+
+    state = tmp_path / "state"
+    settings = make_settings(state, "http://127.0.0.1:9/x")
+    state.mkdir(mode=0o755)
+    Store.open(settings.storage.path).close()
+    for path in [state, *state.iterdir()]:
+        os.chown(path, 65534, 65534)  # nobody: stands for the gateagent user
+    tmp_path.chmod(0o755)
+    config = write_config(tmp_path / "config.toml", settings)
+    config.chmod(0o644)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateagent", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    owners = {path.name: path.stat().st_uid for path in state.iterdir()}
+    assert set(owners.values()) == {65534}, owners

@@ -80,6 +80,8 @@ def test_good_file_has_spec_defaults(tmp_path: Path) -> None:
 
 
 def test_example_config_in_repo_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "uplink-token").write_text("from-the-credential\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     example = Path(__file__).parents[1] / "config.example.toml"
     loaded = config.load(example)
     assert loaded.uplink.profile == "integration"

@@ -19,8 +19,8 @@ needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is n
 def settings(path: Path = UNIT) -> dict[str, list[str]]:
     """key -> values in order (systemd allows a key more than once)."""
     found: dict[str, list[str]] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith(("#", ";", "[")):
             continue
         key, _, value = line.partition("=")

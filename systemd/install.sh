@@ -1,0 +1,61 @@
+#!/bin/sh
+# Install or upgrade gateagent on a Raspberry Pi OS (Debian 12) gate, from this checkout.
+#
+#   sudo ./systemd/install.sh
+#
+# Idempotent: running it again upgrades the program and the unit, and keeps the
+# configuration, the token and the tap database. See README "Installing on a Pi".
+set -eu
+
+src=$(cd "$(dirname "$0")/.." && pwd)
+prefix=/opt/gateagent
+etc=/etc/gateagent
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install.sh: run it as root (sudo ./systemd/install.sh)" >&2
+    exit 2
+fi
+
+# PyPI has no ARM wheel of evdev: Debian's python3-evdev is used through
+# --system-site-packages instead of compiling it on the Pi.
+missing=""
+for package in python3-venv python3-evdev; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
+        || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    apt-get update
+    # shellcheck disable=SC2086 # one word per package
+    apt-get install -y --no-install-recommends $missing
+fi
+
+if [ ! -x "$prefix/venv/bin/python" ]; then
+    python3 -m venv --system-site-packages "$prefix/venv"
+fi
+"$prefix/venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$src"
+install -m 0644 "$src/README.md" "$src/config.example.toml" "$prefix/"
+ln -sf "$prefix/venv/bin/gateagent" /usr/local/bin/gateagent
+
+install -m 0644 "$src/systemd/gateagent.sysusers" /etc/sysusers.d/gateagent.conf
+systemd-sysusers /etc/sysusers.d/gateagent.conf
+
+install -d -m 0755 "$etc"
+if [ ! -f "$etc/config.toml" ]; then
+    install -m 0640 -g gateagent "$src/config.example.toml" "$etc/config.toml"
+    echo "install.sh: wrote $etc/config.toml from the example: edit it"
+fi
+if [ ! -f "$etc/token" ]; then
+    # Read by systemd (LoadCredential=) as root, handed to the service privately.
+    install -m 0600 /dev/null "$etc/token"
+    echo "install.sh: put the server's token in $etc/token"
+fi
+
+install -m 0644 "$src/systemd/gateagent.service" /etc/systemd/system/gateagent.service
+systemctl daemon-reload
+if systemctl is-active --quiet gateagent; then
+    systemctl restart gateagent
+    echo "install.sh: gateagent upgraded and restarted"
+else
+    echo "install.sh: installed. Next: gateagent readers, gateagent listen, gateagent check,"
+    echo "            then: systemctl enable --now gateagent"
+fi
