@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateagent import __version__, config, demo, logs, status
+from gateagent import __version__, check, config, demo, logs, status
 from gateagent.clock import SystemClock
 from gateagent.daemon import Daemon
 from gateagent.errors import ConfigError, GateagentError
@@ -33,10 +33,12 @@ Command = Callable[[argparse.Namespace], int]
 
 def _check(args: argparse.Namespace) -> int:
     path = config.config_path(args.config)
-    loaded = config.load(path)
-    readers = ", ".join(f"{reader.name} ({reader.kind})" for reader in loaded.readers)
-    print(f"OK    config {path}: profile {loaded.uplink.profile}, readers {readers}")
-    return EXIT_OK
+    settings = config.load(path)
+    passed = True
+    for result in check.run_checks(settings, path, SystemClock(), check.probe_reader):
+        print(result.line(), flush=True)
+        passed = passed and result.ok
+    return EXIT_OK if passed else EXIT_FAILURE
 
 
 def _run(args: argparse.Namespace) -> int:
