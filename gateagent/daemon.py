@@ -49,6 +49,7 @@ class _Running:
 
     config: Reader
     stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
     connected: bool = False
     last_tap_at: datetime | None = None
     last_error: str | None = None
@@ -154,7 +155,7 @@ class Daemon:
             def health(ok: bool, error: str | None, running: _Running = running) -> None:
                 loop.call_soon_threadsafe(self._health, running, ok, error)
 
-            start(source, emit, health, running.stop)
+            running.thread = start(source, emit, health, running.stop)
 
     def _read(self, running: _Running, raw: str) -> None:
         if running.stop.is_set():
@@ -228,10 +229,30 @@ class Daemon:
             self._uploader.tick()
             self._repeats.tick(now)
             self._notify_status()
-            if not uploading.done():
+            if self._alive(uploading):
                 self._notifier.watchdog()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=tick)
+
+    def _alive(self, uploading: asyncio.Future[None]) -> bool:
+        """WATCHDOG=1 only while every loop is alive: this event loop (it runs this), the
+        uploader, and the threads of hid and serial readers (they never end on their
+        own; a stdin reader ends with its input). Otherwise systemd restarts us."""
+        stuck = []
+        if uploading.done() or not self._uploader.alive():
+            stuck.append("uploader")
+        for name, running in self._readers.items():
+            thread = running.thread
+            if running.config.kind != "stdin" and (thread is None or not thread.is_alive()):
+                stuck.append(f"reader {name}")
+        if stuck:
+            self._repeats.report(
+                "watchdog",
+                logging.CRITICAL,
+                f"not alive: {', '.join(stuck)}; systemd's watchdog will restart gateagent",
+                time.monotonic(),
+            )
+        return not stuck
 
     def _check_clock(self) -> None:
         settings = self.settings

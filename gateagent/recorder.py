@@ -18,7 +18,7 @@ from gateagent.clock import Clock
 from gateagent.config import Config, Reader
 from gateagent.core.cards import InvalidCard, normalize
 from gateagent.core.debounce import Debouncer
-from gateagent.errors import DiskFull
+from gateagent.errors import StoreError
 from gateagent.logs import Repeats
 from gateagent.store import NewTap, Store, Tap
 
@@ -100,9 +100,11 @@ class Recorder:
                     settings.taps.min_checkout_after,
                     hold=hold and not tap.clock_synced,
                 )
-            except DiskFull as exc:
+            except StoreError as exc:
+                # A full disk (or a database locked past the busy timeout): the tap is
+                # not recorded yet, so it stays in memory, in order, and is tried again.
                 self._repeats.report(
-                    "disk-full",
+                    "store",
                     logging.CRITICAL,
                     f"{exc}: taps kept in memory and retried unsaved={len(self._unsaved)}",
                     self._clock.now_mono(),
@@ -113,7 +115,7 @@ class Recorder:
             self._on_recorded(recorded)
         if recorded is not None:
             self._repeats.resolve(
-                "disk-full", "disk has room again: kept taps recorded", self._clock.now_mono()
+                "store", "the database takes taps again: kept taps recorded", self._clock.now_mono()
             )
         return recorded
 

@@ -19,6 +19,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -202,13 +203,13 @@ class Store:
         """
         try:
             return self._record(tap, tz, min_checkout_after_s, hold)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
                 raise DiskFull(f"the disk of {self.path} is full") from None
             raise StoreError(f"cannot record a tap in {self.path}: {exc}") from None
 
     def _record(self, tap: NewTap, tz: ZoneInfo, min_checkout_after_s: float, hold: bool) -> Tap:
-        with self._db.atomic():
+        with self._writing():
             checktype: int | None
             reason: str | None
             if hold:
@@ -259,6 +260,25 @@ class Store:
         earlier = [EarlierTap(parse_iso(row[0]), row[1]) for row in rows]
         return decide(at, direction, earlier, tz, min_after_s)
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write transaction that takes the write lock first (BEGIN IMMEDIATE).
+
+        A deferred transaction that reads and then writes fails at once with SQLITE_BUSY
+        when another process (`gateagent requeue`) is writing; taking the lock up front
+        waits for it instead, up to the connection's busy timeout.
+        """
+        conn = self._db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            # Also when COMMIT itself fails (a full disk): nothing stays half-open.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     # -- the clock (SPEC "Time") -----------------------------------------------------
 
     def release_held(
@@ -275,7 +295,7 @@ class Store:
             " WHERE state = 'held' AND boot_id = ? ORDER BY at_mono",
             (boot_id,),
         ).fetchall()
-        with self._db.atomic():
+        with self._writing():
             for seq, card_no, direction, at_mono in rows:
                 at = correct(wall_at_sync, mono_at_sync, at_mono)
                 decision = self._decide(card_no, at, direction, tz, min_checkout_after_s)
@@ -306,20 +326,26 @@ class Store:
 
     def pending(self, after_seq: int, limit: int) -> list[Tap]:
         """Pending taps in the order they were recorded, from `after_seq` on."""
-        rows = self._db.execute(
-            "SELECT seq, tap_id, card_no, reader, gate, direction, checktype, state, reason,"
-            " tapped_at, attempts FROM taps WHERE state = 'pending' AND seq > ?"
-            " ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        ).fetchall()
+        try:
+            rows = self._db.execute(
+                "SELECT seq, tap_id, card_no, reader, gate, direction, checktype, state, reason,"
+                " tapped_at, attempts FROM taps WHERE state = 'pending' AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read pending taps from {self.path}: {exc}") from None
         return [_tap(row) for row in rows]
 
     def settle(self, answers: Sequence[Answer], now: datetime) -> None:
         """Write a batch of the uploader's answers in one commit."""
         at = iso(now)
-        with self._db.atomic():
-            for answer in answers:
-                self._db.execute(*_settling(answer, at))
+        try:
+            with self._writing():
+                for answer in answers:
+                    self._db.execute(*_settling(answer, at))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot write the server's answers in {self.path}: {exc}") from None
 
     # -- technicians -----------------------------------------------------------------
 

@@ -56,7 +56,7 @@ def retry_after_s(value: str | None, now: datetime) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # str.isdigit() also takes "²" and "٣"
         return float(text)
     for form in _HTTP_DATES:
         try:

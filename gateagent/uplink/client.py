@@ -32,6 +32,7 @@ from pydantic import SecretStr
 from gateagent.config import Config
 from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry, classify
 from gateagent.core.backoff import Backoff, retry_after_s
+from gateagent.errors import StoreError
 from gateagent.logs import Repeats
 from gateagent.store import Answer, Store, Tap
 from gateagent.uplink.profiles import build
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 500
 ANSWER_BATCH_S = 0.02
+HEARTBEAT_S = 5.0
 # SPEC: on SIGTERM, finish the request in flight and exit "within a few seconds".
 FINISH_S = 5.0
 # Requeued taps (another process) are found by a sweep at least this often.
@@ -92,6 +94,7 @@ class Uploader:
         self._answer_flush: asyncio.TimerHandle | None = None
         self._cursor = 0
         self._seen: set[str] = set()
+        self._beat_at = monotonic()
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -103,6 +106,12 @@ class Uploader:
         """A tap was recorded: with flush_interval 0s (or absensi) send it now."""
         if self._sends_at_once():
             self._wake.set()
+
+    def alive(self) -> bool:
+        """The sending loop went round recently (for systemd's watchdog). A request holds
+        it up for at most `timeout`, so a longer silence means it is stuck."""
+        limit = self._settings.uplink.timeout + HEARTBEAT_S * 2
+        return self._monotonic() - self._beat_at < limit
 
     def tick(self) -> None:
         """Housekeeping: summarise repeated problems whose window has passed."""
@@ -123,7 +132,10 @@ class Uploader:
         ) as client:
             self._client = client
             while not stopping.is_set():
-                await self._pass(stopping)
+                try:
+                    await self._pass(stopping)
+                except StoreError as exc:
+                    self._repeats.report("store", logging.ERROR, str(exc), self._monotonic())
                 await self._sleep(stopping)
             if self._tasks:
                 # A request still unanswered after this is abandoned: its tap stays
@@ -156,6 +168,7 @@ class Uploader:
         """
         self._wake.clear()
         while not stopping.is_set():
+            self._beat_at = self._monotonic()
             if self._cursor == 0:
                 self._seen = set(self._in_flight.values()) | set(self._unwritten.values())
             batch = self._store.pending(self._cursor, PAGE)
@@ -182,6 +195,7 @@ class Uploader:
     async def _slot(self, stopping: asyncio.Event) -> bool:
         """Wait for room for one more request; False if there will be none this pass."""
         while len(self._in_flight) >= self._capacity(self._monotonic()):
+            self._beat_at = self._monotonic()
             if self._capacity(self._monotonic()) == 0 or stopping.is_set():
                 return False
             self._slot_free.clear()
@@ -195,7 +209,9 @@ class Uploader:
         deadlines += [at for at in self._retry_at.values() if at > now]
         if self._hold_until > now:
             deadlines.append(self._hold_until)
-        timeout = max(0.0, min(deadlines) - now)
+        # Wake at least every HEARTBEAT_S, so alive() can tell idle from stuck.
+        timeout = max(0.0, min(*deadlines, now + HEARTBEAT_S) - now)
+        self._beat_at = now
         wake = asyncio.ensure_future(self._wake.wait())
         stop = asyncio.ensure_future(stopping.wait())
         try:

@@ -203,7 +203,8 @@ def test_wrong_token_pauses_and_resumes_by_itself(
     seen: list[str] = []
 
     async def fix_token_later(store: Store, uploader: Uploader) -> None:
-        await asyncio.to_thread(sim.wait_for, 3)
+        # The three taps go at once; the 4th request is a probe, sent once paused.
+        await asyncio.to_thread(sim.wait_for, 4)
         seen.append(uploader.state)
         assert states(settings)[0][2] == "pending"  # nothing lost while paused
         sim.token = TOKEN

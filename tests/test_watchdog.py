@@ -1,0 +1,87 @@
+"""sd_notify from a real `gateagent run`: READY=1, STATUS=, WATCHDOG=1 only while alive."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateagent.simulator import Simulator
+from tests.settings import TOKEN, make_settings, write_config
+
+
+@pytest.fixture
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"\0gateagent-watchdog-{os.getpid()}-{time.monotonic_ns()}"
+    sock.bind(name)
+    yield sock, "@" + name[1:]
+    sock.close()
+
+
+def messages(sock: socket.socket, until_s: float) -> Iterator[tuple[float, str]]:
+    """Datagrams as they arrive, each with its arrival time, until `until_s` (monotonic)."""
+    while (left := until_s - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            return
+        yield time.monotonic(), data.decode()
+
+
+def test_ready_status_and_watchdog_stop_while_the_loop_is_wedged(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str]
+) -> None:
+    sock, address = notify_socket
+    with Simulator(token=TOKEN) as sim:
+        settings = make_settings(tmp_path, sim.integration_url)
+        config = write_config(tmp_path / "config.toml", settings)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"},
+        )
+        try:
+            seen: list[tuple[float, str]] = []
+            for at, text in messages(sock, time.monotonic() + 30):
+                seen.append((at, text))
+                if sum("WATCHDOG=1" in t for _, t in seen) >= 3:
+                    break
+            texts = [text for _, text in seen]
+            assert texts[0] == "READY=1"
+            assert any(t.startswith("STATUS=0 pending, uplink ok, readers") for t in texts)
+
+            # Wedge the event loop for real: another process holds the database, so the
+            # next commit waits for SQLite's lock (the busy timeout is 10 s).
+            blocker = sqlite3.connect(settings.storage.path, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            assert daemon.stdin is not None
+            daemon.stdin.write(b"0012822001\n")
+            daemon.stdin.flush()
+            wedged_at = time.monotonic()
+            pings = [at for at, t in messages(sock, wedged_at + 4) if "WATCHDOG=1" in t]
+            blocker.execute("COMMIT")
+            blocker.close()
+            # One ping may have been on its way; then silence while the loop waits.
+            assert all(at - wedged_at < 0.8 for at in pings), pings
+
+            resumed = [at for at, t in messages(sock, time.monotonic() + 10) if "WATCHDOG=1" in t]
+            assert len(resumed) >= 2
+            sim.wait_for_accepted(1)  # the tap waited, nothing was lost
+            daemon.terminate()
+            assert daemon.wait(20) == 0
+            stopping = [t for _, t in messages(sock, time.monotonic() + 2)]
+            assert "STOPPING=1" in stopping
+        finally:
+            daemon.kill()
+            if daemon.stdin is not None:
+                daemon.stdin.close()
