@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateagent import __version__, check, config, demo, logs, status
+from gateagent import __version__, check, config, demo, listen, logs, status
 from gateagent.clock import SystemClock
+from gateagent.core.cards import CardFormat
 from gateagent.daemon import Daemon
 from gateagent.errors import ConfigError, GateagentError
 from gateagent.notify import Notifier
+from gateagent.readers import discover
 from gateagent.store import STATES, Store
 
 EXIT_OK = 0
@@ -110,16 +112,27 @@ def _requeue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _planned(what: str) -> Command:
-    def command(args: argparse.Namespace) -> int:
-        print(f"gateagent {args.command}: {what}", file=sys.stderr)
-        print(
-            'This release does not have it yet; see README.md, "Status of the work".',
-            file=sys.stderr,
-        )
-        return EXIT_FAILURE
-
-    return command
+def _listen(args: argparse.Namespace) -> int:
+    logs.setup()
+    card_format: CardFormat = "as-read"
+    reverse_bytes = args.reverse_bytes
+    if args.path:
+        kind = args.kind or ("hid" if args.path.startswith("/dev/input") else "serial")
+        given = {"name": "listen", "kind": kind, "path": args.path}
+        given.update(baudrate=args.baudrate, protocol=args.protocol)
+        readers = [config.Reader.model_validate(given)]
+    else:
+        settings = config.load(config.config_path(args.config))
+        card_format = settings.taps.card_format
+        reverse_bytes = reverse_bytes or settings.taps.reverse_bytes
+        readers = [r for r in settings.readers if args.reader in (None, r.name)]
+        if not readers:
+            names = ", ".join(r.name for r in settings.readers)
+            print(
+                f"gateagent: no reader named {args.reader!r} (configured: {names})", file=sys.stderr
+            )
+            return EXIT_USAGE
+    return listen.listen(readers, card_format, reverse_bytes)
 
 
 _CONFIG_HELP = (
@@ -172,16 +185,30 @@ def build_parser() -> argparse.ArgumentParser:
         "readers",
         "List input devices and serial ports that look like card readers.",
         "gateagent readers",
-        _planned("the input devices and serial ports that look like readers"),
+        lambda args: discover.main(),
     )
 
-    listen = add(
+    listening = add(
         "listen",
         "Print cards as they are read, in every card_format; records and sends nothing.",
         "gateagent listen --config /etc/gateagent/config.toml",
-        _planned("print each card read, in every card_format"),
+        _listen,
     )
-    listen.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    listening.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    listening.add_argument("--reader", metavar="NAME", help="only this configured reader")
+    listening.add_argument(
+        "--path", help="a reader not in the configuration yet, e.g. /dev/serial/by-id/usb-..."
+    )
+    listening.add_argument(
+        "--kind", choices=("hid", "serial"), help="with --path (default: by path)"
+    )
+    listening.add_argument(
+        "--protocol", choices=("rdm6300", "lines"), default="rdm6300", help="with --path, serial"
+    )
+    listening.add_argument("--baudrate", type=int, default=9600, help="with --path, serial")
+    listening.add_argument(
+        "--reverse-bytes", action="store_true", help="show the byte-reversed numbers too"
+    )
 
     check = add(
         "check",

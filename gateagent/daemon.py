@@ -31,8 +31,8 @@ from gateagent.config import Config, Reader
 from gateagent.errors import ConfigError, GateagentError
 from gateagent.logs import Repeats
 from gateagent.notify import Notifier
-from gateagent.readers.base import Emit, Health, Source, start
-from gateagent.readers.stdin import StdinSource
+from gateagent.readers import source_for
+from gateagent.readers.base import Source, start
 from gateagent.recorder import Recorder
 from gateagent.store import Store, iso
 from gateagent.uplink.client import Uploader
@@ -73,7 +73,7 @@ class Daemon:
         self.settings = settings
         self._clock = clock
         self._notifier = notifier or Notifier(None)
-        self._sources = sources or default_source
+        self._sources = sources or source_for
         self._transport = transport
         self._readers: dict[str, _Running] = {}
         self._repeats = Repeats(log)
@@ -304,20 +304,3 @@ class Daemon:
             f"{pending} pending, uplink {self._uploader.state}, "
             f"readers {connected}/{len(self._readers)} connected"
         )
-
-
-class _Unavailable:
-    """A reader kind this release cannot open: reported as disconnected, the rest runs."""
-
-    def __init__(self, name: str, kind: str) -> None:
-        self.name = name
-        self._kind = kind
-
-    def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
-        health(False, f"reader kind {self._kind!r} is not available in this release")
-
-
-def default_source(reader: Reader) -> Source:
-    if reader.kind == "stdin":
-        return StdinSource(reader.name)
-    return _Unavailable(reader.name, reader.kind)

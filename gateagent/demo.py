@@ -21,7 +21,8 @@ from pathlib import Path
 from gateagent import logs
 from gateagent.clock import SystemClock
 from gateagent.config import Config, Reader
-from gateagent.daemon import Daemon, default_source
+from gateagent.daemon import Daemon
+from gateagent.readers import source_for
 from gateagent.readers.base import Emit, Health, Source
 from gateagent.simulator import Simulator
 
@@ -122,6 +123,6 @@ def main() -> int:
         def sources(reader: Reader) -> Source:
             if reader.name == "demo":
                 return ScriptedReader(reader.name, sim)
-            return default_source(reader)
+            return source_for(reader)
 
         return Daemon("(demo)", config, SystemClock(), sources=sources).run()

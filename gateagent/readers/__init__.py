@@ -1,1 +1,20 @@
 """Card readers: each runs in its own thread and hands decoded reads to the daemon."""
+
+from __future__ import annotations
+
+from gateagent.config import Reader
+from gateagent.readers.base import Source
+from gateagent.readers.hid import HidSource
+from gateagent.readers.serial import SerialSource
+from gateagent.readers.stdin import StdinSource
+
+
+def source_for(reader: Reader) -> Source:
+    """The reader a `[[readers]]` table describes."""
+    if reader.kind == "stdin":
+        return StdinSource(reader.name)
+    # config.load() makes sure hid and serial readers have a path.
+    assert reader.path is not None
+    if reader.kind == "hid":
+        return HidSource(reader.name, reader.path)
+    return SerialSource(reader.name, reader.path, reader.baudrate, reader.protocol)

@@ -1,0 +1,355 @@
+"""A real systemd: a bare Debian 12 booted in a container, gateagent installed as the
+README says, and the unit exercised the way systemd runs it on a Pi.
+
+Debian 12 (bookworm) runs systemd 252, as Raspberry Pi OS Bookworm does. The root is
+made once with debootstrap and cached in GATEAGENT_TEST_CACHE (default
+/var/cache/gateagent-tests); each run boots a fresh copy with `systemd-nspawn -b` and
+acts inside it with `nsenter`. The container shares the host's network, so the
+endpoint simulator runs in this test process on 127.0.0.1.
+
+Needs root, debootstrap and systemd-nspawn (installed from Debian's packages here when
+missing); skipped with the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateagent.simulator import Simulator
+
+ROOT = Path(__file__).parents[2]
+CACHE = Path(os.environ.get("GATEAGENT_TEST_CACHE", "/var/cache/gateagent-tests"))
+PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,python3-evdev,ca-certificates"
+TOKEN = "system-test-token-5o8rNh"
+CARD_LINK = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_TEST-if00-port0"
+INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _tools_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (debootstrap, systemd-nspawn)"
+    if shutil.which("systemd-nspawn") and shutil.which("debootstrap"):
+        return None
+    if shutil.which("apt-get") is None:
+        return "debootstrap and systemd-nspawn are missing and there is no apt-get"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(
+        ["apt-get", "update", "-qq"], capture_output=True, timeout=600, env=env, check=False
+    )
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "debootstrap", "systemd-container"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0 or not shutil.which("systemd-nspawn"):
+        return f"could not install debootstrap and systemd-container: {done.stderr[-300:]}"
+    return None
+
+
+class Pi:
+    """A booted container: `run()` acts inside it as root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.nspawn = subprocess.Popen(
+            ["systemd-nspawn", "-D", str(root), "--register=no", "--keep-unit", "-b",
+             "--console=passive", f"--machine=gatepi{os.getpid()}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.pid = self._init_pid()
+        state = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=120)
+        assert state.stdout.strip() in ("running", "degraded"), state.stdout + state.stderr
+
+    def _init_pid(self) -> int:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for task in Path(f"/proc/{self.nspawn.pid}/task").iterdir():
+                children = (task / "children").read_text().split()
+                if children:
+                    return int(children[0])
+            time.sleep(0.05)  # systemd-nspawn forks PID 1 in a moment
+        raise TimeoutError("the container's PID 1 did not appear")
+
+    def command(self, *args: str) -> list[str]:
+        return ["nsenter", "-t", str(self.pid), "-m", "-u", "-i", "-n", "-p", "--",
+                "env", "-i", f"PATH={INSIDE_PATH}", "LANG=C.UTF-8", *args]  # fmt: skip
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            self.command(*args), capture_output=True, text=True, timeout=timeout, input=input,
+            check=False,
+        )  # fmt: skip
+        if check:
+            assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
+        return done
+
+    def show(self, *properties: str) -> dict[str, str]:
+        out = self.run("systemctl", "show", "gateagent", *(f"-p{p}" for p in properties)).stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def wait_show(self, want: dict[str, str], timeout_s: float = 60) -> dict[str, str]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            shown = self.show(*want)
+            if all(shown.get(k) == v for k, v in want.items()) or time.monotonic() > deadline:
+                return shown
+            time.sleep(0.2)  # systemd's state, seen from outside
+
+    def stop(self) -> None:
+        self.run("systemctl", "poweroff", check=False, timeout=30)
+        try:
+            self.nspawn.wait(30)
+        except subprocess.TimeoutExpired:
+            self.nspawn.kill()
+            self.nspawn.wait(10)
+
+
+def _base() -> Path:
+    base = CACHE / "bookworm-base"
+    if not base.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = CACHE / "bookworm-base.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(partial)],
+            capture_output=True,
+            timeout=900,
+            check=True,
+        )
+        partial.rename(base)
+    return base
+
+
+def _copy_source(target: Path) -> None:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in files:
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+@pytest.fixture(scope="module")
+def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pi]:
+    if reason := _tools_missing():
+        pytest.skip(reason)
+    # A root with the dependencies installed is cached per pyproject.toml; each run
+    # installs this checkout on a fresh copy of it.
+    stamp = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    installed = CACHE / f"bookworm-installed-{stamp}"
+    root = tmp_path_factory.mktemp("pi") / "root"
+    seed = installed if installed.exists() else _base()
+    subprocess.run(["cp", "-a", "--reflink=auto", str(seed), str(root)], check=True, timeout=300)
+    source = root / "opt/gateagent/src"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    _copy_source(source)
+    machine = Pi(root)
+    try:
+        machine.run("/opt/gateagent/src/systemd/install.sh", timeout=600)
+        if not installed.exists():
+            machine.run("systemctl", "stop", "gateagent", check=False)
+            subprocess.run(["cp", "-a", "--reflink=auto", str(root), f"{installed}.partial"],
+                           check=True, timeout=300)  # fmt: skip
+            os.rename(f"{installed}.partial", installed)
+        yield machine
+    finally:
+        machine.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    with Simulator(token=TOKEN) as simulator:
+        yield simulator
+
+
+# A pseudo-terminal inside the container stands for a USB serial reader at a by-id
+# path; cards written to this helper's stdin come out of it as `lines` frames.
+INJECTOR = f"""
+import os, sys, tty
+master, slave = os.openpty()
+tty.setraw(slave)
+name = os.ttyname(slave)
+os.chmod(name, 0o666)
+os.makedirs(os.path.dirname("{CARD_LINK}"), exist_ok=True)
+if os.path.lexists("{CARD_LINK}"):
+    os.unlink("{CARD_LINK}")
+os.symlink(name, "{CARD_LINK}")
+print("ready", flush=True)
+for line in sys.stdin:
+    os.write(master, line.strip().encode() + b"\\r\\n")
+"""
+
+CONFIG = """
+[device]
+name = "gate-system-test"
+timezone = "Asia/Jakarta"
+require_clock_sync = false
+
+[[readers]]
+name = "entrance"
+kind = "serial"
+path = "{card_link}"
+protocol = "lines"
+
+[[readers]]
+name = "exit"
+kind = "serial"
+path = "/dev/serial/by-id/usb-not-plugged-in"
+
+[uplink]
+url = "{url}"
+gate = 4
+flush_interval = "0s"
+"""
+
+DROP_IN = """
+[Service]
+# The test's reader is a pseudo-terminal, not a ttyUSB device.
+DeviceAllow=char-pts rw
+# Short, so a wedged loop is noticed within the test's time.
+WatchdogSec=4s
+"""
+
+
+@pytest.fixture(scope="module")
+def configured(pi: Pi, sim: Simulator) -> Iterator[subprocess.Popen[str]]:
+    config = CONFIG.format(card_link=CARD_LINK, url=sim.integration_url)
+    pi.run("sh", "-c", "cat > /etc/gateagent/config.toml", input=config)
+    pi.run("sh", "-c", "cat > /etc/gateagent/token", input=TOKEN)
+    pi.run("mkdir", "-p", "/etc/systemd/system/gateagent.service.d")
+    pi.run("sh", "-c", "cat > /etc/systemd/system/gateagent.service.d/test.conf", input=DROP_IN)
+    pi.run("systemctl", "daemon-reload")
+    injector = subprocess.Popen(
+        pi.command("/opt/gateagent/venv/bin/python", "-c", INJECTOR),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert injector.stdout is not None
+    assert injector.stdout.readline().strip() == "ready"
+    yield injector
+    injector.kill()
+    injector.wait(10)
+
+
+def tap(injector: subprocess.Popen[str], card: str) -> None:
+    assert injector.stdin is not None
+    injector.stdin.write(card + "\n")
+    injector.stdin.flush()
+
+
+def test_start_reaches_active_after_ready(pi: Pi, configured: subprocess.Popen[str]) -> None:
+    pi.run("systemctl", "start", "gateagent", timeout=60)  # Type=notify: returns on READY=1
+    shown = pi.show("ActiveState", "SubState", "StatusText", "NotifyAccess")
+    assert shown["ActiveState"] == "active"
+    assert shown["SubState"] == "running"
+    assert shown["StatusText"].startswith("0 pending, uplink ok, readers")
+    status = pi.run("systemctl", "status", "gateagent", "--no-pager", check=False).stdout
+    assert 'Status: "0 pending, uplink ok, readers' in status
+
+
+def test_taps_reach_the_server(pi: Pi, configured: subprocess.Popen[str], sim: Simulator) -> None:
+    tap(configured, "0012822001")
+    tap(configured, "0006762840")
+    accepted = sim.wait_for_accepted(2, timeout_s=30)
+    assert {r.body["card_no"] for r in accepted} == {"0012822001", "0006762840"}
+    assert all(r.body["token"] == TOKEN for r in accepted)  # the credential reached it
+
+
+def test_journal_warning_shows_the_missing_reader_only(
+    pi: Pi, configured: subprocess.Popen[str]
+) -> None:
+    warnings = pi.run(
+        "journalctl", "-u", "gateagent", "-p", "warning", "--no-pager", "-o", "cat"
+    ).stdout
+    assert (
+        "reader disconnected reader=exit error=missing: /dev/serial/by-id/usb-not-plugged-in"
+        in warnings
+    )
+    assert "tap recorded" not in warnings  # info stays out of -p warning
+    everything = pi.run("journalctl", "-u", "gateagent", "--no-pager", "-o", "cat").stdout
+    assert "tap recorded card_no=0012822001" in everything
+    assert TOKEN not in everything
+
+
+def test_kill_9_restarts_and_loses_nothing(
+    pi: Pi, configured: subprocess.Popen[str], sim: Simulator
+) -> None:
+    before = pi.show("MainPID", "NRestarts")
+    tap(configured, "2430030533")
+    pi.run("kill", "-9", before["MainPID"])
+    after = pi.wait_show({"ActiveState": "active", "SubState": "running"}, timeout_s=60)
+    assert after["ActiveState"] == "active"
+    assert int(pi.show("NRestarts")["NRestarts"]) == int(before["NRestarts"]) + 1
+    cards = {r.body["card_no"] for r in sim.wait_for_accepted(3, timeout_s=60)}
+    assert "2430030533" in cards
+
+
+def test_a_wedged_loop_stops_the_watchdog_and_systemd_restarts(
+    pi: Pi, configured: subprocess.Popen[str]
+) -> None:
+    before = int(pi.show("NRestarts")["NRestarts"])
+    # Another process holds the database for longer than WatchdogSec: the daemon's
+    # next commit waits on SQLite's lock, its loop stops, and so do the pings.
+    holder = subprocess.Popen(
+        pi.command(
+            "/opt/gateagent/venv/bin/python", "-c",
+            "import sqlite3, time; c = sqlite3.connect('/var/lib/gateagent/taps.db',"
+            " isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('held', flush=True);"
+            " time.sleep(9)",
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    tap(configured, "0012822001")
+    holder.wait(30)
+    holder.stdout.close()
+    pi.wait_show({"ActiveState": "active", "SubState": "running"}, timeout_s=60)
+    assert int(pi.show("NRestarts")["NRestarts"]) > before
+    journal = pi.run("journalctl", "-u", "gateagent", "--no-pager", "-o", "cat").stdout
+    assert "Watchdog timeout" in journal or "watchdog" in journal.lower()
+
+
+def test_stop_exits_0_in_time(pi: Pi, configured: subprocess.Popen[str]) -> None:
+    started = time.monotonic()
+    pi.run("systemctl", "stop", "gateagent", timeout=60)
+    assert time.monotonic() - started < 20  # TimeoutStopSec
+    shown = pi.show("ActiveState", "Result", "ExecMainStatus")
+    assert shown == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}
+
+
+def test_a_broken_config_exits_2_and_is_not_restarted(
+    pi: Pi, configured: subprocess.Popen[str]
+) -> None:
+    pi.run("sh", "-c", "echo 'flush_intervall = 3' >> /etc/gateagent/config.toml")
+    pi.run("systemctl", "start", "gateagent", check=False, timeout=60)
+    shown = pi.wait_show({"ActiveState": "failed"}, timeout_s=30)
+    assert shown["ActiveState"] == "failed"
+    time.sleep(7)  # longer than RestartSec: it must stay down
+    shown = pi.show("ActiveState", "ExecMainStatus", "NRestarts")
+    assert shown["ActiveState"] == "failed"
+    assert shown["ExecMainStatus"] == "2"
+    journal = pi.run("journalctl", "-u", "gateagent", "-n", "20", "--no-pager", "-o", "cat").stdout
+    assert "flush_intervall: unknown key; did you mean 'flush_interval'?" in journal
