@@ -106,6 +106,15 @@ class Daemon:
             store.set_meta("uplink_state", "ok")
             self._check_clock()
             counts = store.counts()
+            stopping = asyncio.Event()
+            loop.add_signal_handler(signal.SIGTERM, stopping.set)
+            loop.add_signal_handler(signal.SIGINT, stopping.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload)
+            # Reader threads start at once and never hold up READY=1 (SPEC: ready once
+            # the database is open); the first STATUS= goes before it, so a
+            # `systemctl status` right after `start` shows it.
+            self._start_readers(settings.readers)
+            self._notify_status()
             self._notifier.ready()
             log.info(
                 "gateagent started device=%s readers=%d pending=%d held=%d profile=%s",
@@ -115,11 +124,6 @@ class Daemon:
                 counts["held"],
                 settings.uplink.profile,
             )
-            stopping = asyncio.Event()
-            loop.add_signal_handler(signal.SIGTERM, stopping.set)
-            loop.add_signal_handler(signal.SIGINT, stopping.set)
-            loop.add_signal_handler(signal.SIGHUP, self._reload)
-            self._start_readers(settings.readers)
             uploading = asyncio.ensure_future(self._uploader.run(stopping))
             housekeeping = asyncio.ensure_future(self._housekeeping(stopping, uploading))
             await stopping.wait()

@@ -3,6 +3,10 @@
 #
 #   sudo ./systemd/install.sh
 #
+# Offline (a gate without internet): build a wheelhouse where there is internet with
+# `pip wheel -w wheels .` in this checkout, copy it over, and run
+#   sudo GATEAGENT_WHEELS=/path/to/wheels ./systemd/install.sh
+#
 # Idempotent: running it again upgrades the program and the unit, and keeps the
 # configuration, the token and the tap database. See README "Installing on a Pi".
 set -eu
@@ -32,11 +36,22 @@ fi
 if [ ! -x "$prefix/venv/bin/python" ]; then
     python3 -m venv --system-site-packages "$prefix/venv"
 fi
-"$prefix/venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$src"
+pip="$prefix/venv/bin/python -m pip --quiet --disable-pip-version-check"
+if [ -n "${GATEAGENT_WHEELS:-}" ]; then
+    what="--no-index --find-links $GATEAGENT_WHEELS gateagent"
+else
+    what=$src
+fi
+# Dependencies first, then gateagent itself again even if its version number did not
+# change (an upgrade from a newer checkout); never evdev, which Debian provides.
+# shellcheck disable=SC2086 # $what is options and a requirement
+$pip install --upgrade $what
+# shellcheck disable=SC2086
+$pip install --force-reinstall --no-deps $what
 install -m 0644 "$src/README.md" "$src/config.example.toml" "$prefix/"
 ln -sf "$prefix/venv/bin/gateagent" /usr/local/bin/gateagent
 
-install -m 0644 "$src/systemd/gateagent.sysusers" /etc/sysusers.d/gateagent.conf
+install -D -m 0644 "$src/systemd/gateagent.sysusers" /etc/sysusers.d/gateagent.conf
 systemd-sysusers /etc/sysusers.d/gateagent.conf
 
 install -d -m 0755 "$etc"

@@ -28,12 +28,14 @@ TRUE_NOW = datetime.now(UTC).replace(microsecond=0)
 class QueueSource:
     """A reader whose cards a test puts in a queue."""
 
-    def __init__(self, name: str, cards: queue.Queue[str]) -> None:
+    def __init__(self, name: str, cards: queue.Queue[str], started: threading.Event) -> None:
         self.name = name
         self._cards = cards
+        self._started = started
 
     def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
         health(True, None)
+        self._started.set()
         while not stop.is_set():
             try:
                 emit(self._cards.get(timeout=0.1))
@@ -54,17 +56,22 @@ def run_daemon(
     plays the world in another thread and ends it with SIGTERM."""
     cards: queue.Queue[str] = queue.Queue()
     failures: list[BaseException] = []
+    # Readers start after the daemon's signal handlers are in place: only then may the
+    # driver end it with SIGTERM (before, the signal would end pytest itself).
+    started = threading.Event()
 
     def driver() -> None:
         try:
+            assert started.wait(30), "the daemon did not start its readers"
             drive(cards)
         except BaseException as exc:
             failures.append(exc)
         finally:
-            os.kill(os.getpid(), signal.SIGTERM)
+            if started.is_set():
+                os.kill(os.getpid(), signal.SIGTERM)
 
     def sources(reader: Reader) -> Source:
-        return QueueSource(reader.name, cards)
+        return QueueSource(reader.name, cards, started)
 
     thread = threading.Thread(target=driver)
     thread.start()

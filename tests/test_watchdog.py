@@ -57,8 +57,9 @@ def test_ready_status_and_watchdog_stop_while_the_loop_is_wedged(
                 if sum("WATCHDOG=1" in t for _, t in seen) >= 3:
                     break
             texts = [text for _, text in seen]
-            assert texts[0] == "READY=1"
-            assert any(t.startswith("STATUS=0 pending, uplink ok, readers") for t in texts)
+            # The first STATUS= comes just before READY=1, so `systemctl status` has it.
+            assert texts[0].startswith("STATUS=0 pending, uplink ok, readers")
+            assert texts[1] == "READY=1"
 
             # Wedge the event loop for real: another process holds the database, so the
             # next commit waits for SQLite's lock (the busy timeout is 10 s).
@@ -83,5 +84,6 @@ def test_ready_status_and_watchdog_stop_while_the_loop_is_wedged(
             assert "STOPPING=1" in stopping
         finally:
             daemon.kill()
+            daemon.wait(10)
             if daemon.stdin is not None:
                 daemon.stdin.close()

@@ -186,7 +186,8 @@ def _message(document: Any, body: bytes) -> str:
     if isinstance(found, list):
         found = "; ".join(str(item) for item in found)
     text = str(found) if found else body.decode("utf-8", "replace")
-    text = " ".join(text.split())
+    # One printable line: it goes into the journal and a CSV cell.
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
     return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 3] + "..."
 
 

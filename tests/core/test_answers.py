@@ -258,4 +258,6 @@ def test_any_answer_has_an_outcome(profile: str, status: int, answer: bytes) -> 
     if status in (408, 429) or status >= 500:
         assert isinstance(outcome, Retry)
     if not isinstance(outcome, Delivered):
-        assert len(outcome.message) <= MESSAGE_MAX + len("not found: check [uplink] url ()")
+        # The server's words, at most MESSAGE_MAX, in at most a short sentence of ours.
+        assert len(outcome.message) <= MESSAGE_MAX + len("redirected: check [uplink] url ()")
+        assert outcome.message.isprintable()
