@@ -13,11 +13,9 @@ missing); skipped with the reason elsewhere.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,37 +23,19 @@ from pathlib import Path
 import pytest
 
 from gateagent.simulator import Simulator
+from tests.system.machines import (
+    CACHE,
+    ROOT,
+    base_root,
+    copy_root,
+    stamp,
+    tools_missing,
+    wheelhouse,
+)
 
-ROOT = Path(__file__).parents[2]
-CACHE = Path(os.environ.get("GATEAGENT_TEST_CACHE", "/var/cache/gateagent-tests"))
-PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,python3-evdev,ca-certificates"
 TOKEN = "system-test-token-5o8rNh"
 CARD_LINK = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_TEST-if00-port0"
 INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-def _tools_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (debootstrap, systemd-nspawn)"
-    if shutil.which("systemd-nspawn") and shutil.which("debootstrap"):
-        return None
-    if shutil.which("apt-get") is None:
-        return "debootstrap and systemd-nspawn are missing and there is no apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(
-        ["apt-get", "update", "-qq"], capture_output=True, timeout=600, env=env, check=False
-    )
-    done = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "debootstrap", "systemd-container"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0 or not shutil.which("systemd-nspawn"):
-        return f"could not install debootstrap and systemd-container: {done.stderr[-300:]}"
-    return None
 
 
 class Pi:
@@ -134,40 +114,6 @@ class Pi:
             self.nspawn.wait(10)
 
 
-def _base() -> Path:
-    base = CACHE / "bookworm-base"
-    if not base.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        partial = CACHE / "bookworm-base.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "bookworm", str(partial)],
-            capture_output=True,
-            timeout=900,
-            check=True,
-        )
-        partial.rename(base)
-    return base
-
-
-def _wheels(stamp: str, folder: Path) -> Path:
-    """A wheelhouse for an offline install (install.sh's GATEAGENT_WHEELS): the container
-    does not trust this machine's way to the package registry, so pip runs out here."""
-    wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "-w"]
-    deps = CACHE / f"wheels-{stamp}"
-    if not deps.exists():
-        partial = f"{deps}.partial"
-        subprocess.run([*wheel, partial, str(ROOT)], check=True, timeout=900, capture_output=True)
-        for stale in Path(partial).glob("gateagent-*.whl"):
-            stale.unlink()
-        os.rename(partial, deps)
-    shutil.copytree(deps, folder)
-    subprocess.run(
-        [*wheel, str(folder), "--no-deps", str(ROOT)], check=True, timeout=300, capture_output=True
-    )
-    return folder
-
-
 def _copy_source(target: Path) -> None:
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -182,21 +128,22 @@ def _copy_source(target: Path) -> None:
 
 @pytest.fixture(scope="module")
 def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pi]:
-    if reason := _tools_missing():
+    reason = tools_missing(
+        "systemd-nspawn", "debootstrap", packages=("debootstrap", "systemd-container")
+    )
+    if reason:
         pytest.skip(reason)
     # A root with the dependencies installed is cached per pyproject.toml; each run
     # installs this checkout on a fresh copy of it.
-    stamp = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
-    installed = CACHE / f"bookworm-installed-{stamp}"
+    installed = CACHE / f"bookworm-installed-{stamp()}"
     root = tmp_path_factory.mktemp("pi") / "root"
-    seed = installed if installed.exists() else _base()
-    subprocess.run(["cp", "-a", "--reflink=auto", str(seed), str(root)], check=True, timeout=300)
+    copy_root(installed if installed.exists() else base_root(), root)
     source = root / "opt/gateagent/src"
     shutil.rmtree(source, ignore_errors=True)
     source.mkdir(parents=True)
     _copy_source(source)
     shutil.rmtree(root / "opt/wheels", ignore_errors=True)
-    _wheels(stamp, root / "opt/wheels")
+    wheelhouse(root / "opt/wheels")
     machine = Pi(root)
     try:
         machine.run(
@@ -207,8 +154,7 @@ def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pi]:
         )
         if not installed.exists():
             machine.run("systemctl", "stop", "gateagent", check=False)
-            subprocess.run(["cp", "-a", "--reflink=auto", str(root), f"{installed}.partial"],
-                           check=True, timeout=300)  # fmt: skip
+            copy_root(root, Path(f"{installed}.partial"))
             os.rename(f"{installed}.partial", installed)
         yield machine
     finally:

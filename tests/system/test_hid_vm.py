@@ -1,0 +1,91 @@
+"""The HID reader against a real kernel: a Debian kernel under qemu, whose /dev/uinput
+makes a virtual USB keyboard-wedge reader (this machine's own kernel has none).
+
+The VM's root is Debian 12 with Debian's kernel and python3-evdev, and gateagent
+installed from a wheelhouse into a venv; `tests/system/hid_in_vm.py` runs as its init
+and reports over the serial console. Booted with TCG emulation (about 12 s); the root is
+cached like the other system roots. Needs root, debootstrap and qemu-system-x86;
+skipped with the reason elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.system.machines import (
+    ROOT,
+    base_root,
+    cached,
+    chroot,
+    copy_root,
+    tools_missing,
+    wheelhouse,
+)
+
+INIT = """#!/bin/sh
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev 2>/dev/null
+modprobe evdev
+modprobe uinput
+/opt/venv/bin/python /opt/hid_in_vm.py 2>&1
+echo o > /proc/sysrq-trigger
+sleep 30
+"""
+
+
+def kernel_root() -> Path:
+    def make(partial: Path) -> None:
+        copy_root(base_root(), partial)
+        chroot(partial, "apt-get", "update", "-qq")
+        chroot(partial, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+               "-qq", "--no-install-recommends", "linux-image-amd64", "kmod")  # fmt: skip
+
+    return cached("bookworm-kernel", make)
+
+
+def test_hid_reader_on_a_real_uinput_device(tmp_path: Path) -> None:
+    reason = tools_missing(
+        "qemu-system-x86_64", "debootstrap", "mkfs.ext4",
+        packages=("qemu-system-x86", "debootstrap", "e2fsprogs"),
+    )  # fmt: skip
+    if reason:
+        pytest.skip(reason)
+    root = tmp_path / "root"
+    copy_root(kernel_root(), root)
+    wheelhouse(root / "opt/wheels")
+    chroot(root, "python3", "-m", "venv", "--system-site-packages", "/opt/venv")
+    chroot(root, "/opt/venv/bin/python", "-m", "pip", "install", "--quiet", "--no-index",
+           "--find-links", "/opt/wheels", "gateagent")  # fmt: skip
+    shutil.copy(ROOT / "tests/system/hid_in_vm.py", root / "opt/hid_in_vm.py")
+    (root / "opt/init.sh").write_text(INIT)
+    (root / "opt/init.sh").chmod(0o755)
+    image = tmp_path / "vm.img"
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-d", str(root), str(image), "2G"], check=True, timeout=300
+    )
+    kernel = shutil.copy(next((root / "boot").glob("vmlinuz-*")), tmp_path / "vmlinuz")
+    initrd = shutil.copy(next((root / "boot").glob("initrd.img-*")), tmp_path / "initrd.img")
+    shutil.rmtree(root)
+    done = subprocess.run(
+        ["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot",
+         "-kernel", str(kernel), "-initrd", str(initrd),
+         "-append", "root=/dev/vda rw console=ttyS0 init=/opt/init.sh quiet panic=-1",
+         "-drive", f"file={image},format=raw,if=virtio"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    lines = [line.strip() for line in done.stdout.splitlines()]
+    # The kernel may write to the same console: look for our words anywhere in a line.
+    results = dict(re.findall(r"RESULT (\S+) (PASS|FAIL)", done.stdout))
+    assert re.search(r"DONE (PASS|FAIL)", done.stdout), "\n".join(lines[-60:]) + done.stderr[-2000:]
+    assert results == {
+        name: "PASS"
+        for name in (
+            "connected", "digits", "keypad", "partial-read-dropped", "grabbed",
+            "unplug-is-a-state", "no-busy-loop-while-unplugged", "replugged", "card-after-replug",
+        )
+    }, "\n".join(line for line in lines if "RESULT" in line)  # fmt: skip
