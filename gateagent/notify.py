@@ -25,10 +25,6 @@ from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
-# A send may block only while systemd's receive queue is full; never let that hold up
-# the daemon's loops for longer than this.
-_SEND_TIMEOUT_S = 1.0
-
 
 class Notifier:
     """Sends sd_notify(3) messages to systemd, or nothing when not started by systemd."""
@@ -91,7 +87,10 @@ class Notifier:
             try:
                 if self._socket is None:
                     self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                    self._socket.settimeout(_SEND_TIMEOUT_S)
+                    # Never wait: when the receiver's queue is full, an AF_UNIX datagram
+                    # socket still polls writable, so a send with a timeout spins the CPU
+                    # until it expires. A dropped ping is followed by the next one.
+                    self._socket.setblocking(False)
                 self._socket.sendto(message.encode(), self._address)
             except OSError as error:
                 # Logged once per run of failures: a gone systemd must not flood the log.

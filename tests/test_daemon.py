@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import tty
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,6 +162,46 @@ def test_sighup_reloads_and_refuses_a_bad_config(tmp_path: Path, sim: Simulator)
     sim.wait_for_accepted(1)  # flush_interval 0s now: the pending tap goes at once
     assert run.stop() == 0
     assert states(tmp_path / "taps.db") == [("0000000001", "delivered")]
+
+
+def test_sighup_adds_changes_and_removes_readers(tmp_path: Path, sim: Simulator) -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    link = tmp_path / "usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
+    link.symlink_to(os.ttyname(slave))
+    path = tmp_path / "config.toml"
+    write_config(path, make_settings(tmp_path, sim.integration_url))
+    run = Run(path)
+    try:
+        run.wait_for_line("gateagent started")
+        entrance = {"name": "entrance", "kind": "serial", "path": str(link), "protocol": "lines"}
+        readers = [{"name": "desk", "kind": "stdin"}, entrance]
+        write_config(path, make_settings(tmp_path, sim.integration_url, readers=readers))
+        run.process.send_signal(signal.SIGHUP)
+        run.wait_for_line("reader connected reader=entrance")
+        os.write(master, b"0000000001\r\n")
+        run.wait_for_line("tap recorded card_no=0000000001 reader=entrance")
+
+        # A changed reader is reopened with its new settings (now a fixed "out"), and a
+        # removed one (desk) is gone from the readers status shows.
+        changed = [{**entrance, "direction": "out"}]
+        settings = make_settings(tmp_path, sim.integration_url, readers=changed)
+        write_config(path, settings)
+        run.process.send_signal(signal.SIGHUP)
+        run.wait_for_line("readers_restarted=1", 1)
+        run.wait_for_line("reader connected reader=entrance", 2)
+        os.write(master, b"0000000002\r\n")
+        run.wait_for_line("tap recorded card_no=0000000002 reader=entrance checktype=2")
+        sim.wait_for_accepted(2)
+        assert run.stop() == 0
+    finally:
+        os.close(master)
+        os.close(slave)
+    conn = sqlite3.connect(tmp_path / "taps.db")
+    try:
+        assert conn.execute("SELECT name FROM readers").fetchall() == [("entrance",)]
+    finally:
+        conn.close()
 
 
 def test_offline_then_online(tmp_path: Path, sim: Simulator) -> None:

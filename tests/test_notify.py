@@ -193,3 +193,17 @@ def test_unbound_abstract_socket_never_raises() -> None:
     notifier = Notifier.from_environ({"NOTIFY_SOCKET": f"@gateagent-test-{secrets.token_hex(8)}"})
     assert notifier.watchdog() is False
     notifier.close()
+
+
+def test_a_full_queue_drops_the_message_instead_of_waiting(
+    systemd: tuple[socket.socket, str],
+) -> None:
+    server, path = systemd
+    notifier = Notifier(path)
+    # Nobody reads: once the receiver's queue is full a send must fail at once (a
+    # blocked or timed send would stall, or spin, the daemon's loop).
+    results = [notifier.watchdog() for _ in range(5000)]
+    notifier.close()
+    assert results[0] is True
+    assert results.count(False) > 0
+    assert len(received(server)) == results.count(True)
