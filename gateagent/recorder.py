@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 # Taps kept in memory while the disk is full: a day at a large school, ~100 bytes each.
 UNSAVED_MAX = 50_000
+SYNC_CHECK_S = 1.0
 
 
 class Recorder:
@@ -43,6 +44,8 @@ class Recorder:
         self._unsaved: deque[NewTap] = deque()
         self.settings = settings
         self._debouncer = Debouncer(settings.taps.debounce)
+        self._synced = False
+        self._synced_at = float("-inf")
 
     def reconfigure(self, settings: Config) -> None:
         self.settings = settings
@@ -68,7 +71,7 @@ class Recorder:
         if self._debouncer.seen(card_no, at_mono):
             log.debug("read repeated card_no=%s reader=%s", card_no, reader.name)
             return None
-        synced = self._clock.synchronized()
+        synced = self._synchronized(at_mono)
         tap = NewTap(
             tap_id=str(uuid.uuid4()),
             card_no=card_no,
@@ -85,6 +88,14 @@ class Recorder:
             return None
         self._unsaved.append(tap)
         return self.flush()
+
+    def _synchronized(self, now_mono: float) -> bool:
+        # Asked at most once a second: it costs a stat and a system call, and a tap
+        # marked unsynchronized just after the sync is released (corrected) at once.
+        if now_mono - self._synced_at >= SYNC_CHECK_S or now_mono < self._synced_at:
+            self._synced = self._clock.synchronized()
+            self._synced_at = now_mono
+        return self._synced
 
     def flush(self) -> Tap | None:
         """Record what is kept in memory, oldest first; the last tap recorded, if any."""

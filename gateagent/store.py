@@ -251,13 +251,17 @@ class Store:
     def _decide(
         self, card_no: str, at: datetime, direction: Direction, tz: ZoneInfo, min_after_s: float
     ) -> Decision:
-        # A local day lies within a day either side of its UTC instants, whatever the zone.
-        rows = self._db.execute(
-            "SELECT tapped_at, checktype FROM taps WHERE card_no = ? AND tapped_at BETWEEN ? AND ?"
-            " AND state IN ('pending', 'delivered', 'rejected')",
-            (card_no, iso(at - timedelta(days=1)), iso(at + timedelta(days=1))),
-        ).fetchall()
-        earlier = [EarlierTap(parse_iso(row[0]), row[1]) for row in rows]
+        if direction != "auto":
+            return decide(at, direction, (), tz, min_after_s)
+        # decide() needs only the card's first check-in of that local day up to `at`.
+        local = at.astimezone(tz)
+        midnight = datetime(local.year, local.month, local.day, tzinfo=tz)
+        row = self._db.execute(
+            "SELECT min(tapped_at) FROM taps WHERE card_no = ? AND checktype = 1"
+            " AND tapped_at >= ? AND tapped_at <= ?",
+            (card_no, iso(midnight), iso(at)),
+        ).fetchone()
+        earlier = [EarlierTap(parse_iso(row[0]), 1)] if row[0] else []
         return decide(at, direction, earlier, tz, min_after_s)
 
     @contextmanager
