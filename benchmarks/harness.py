@@ -56,6 +56,8 @@ class Daemon:
             stderr=subprocess.PIPE,
         )
         self.counts: dict[str, int] = {}
+        self.recorded_cards: list[str] = []
+        self.log_lines = 0
         self.first_at: dict[str, float] = {}
         self.last_at: dict[str, float] = {}
         self._changed = threading.Condition()
@@ -66,10 +68,13 @@ class Daemon:
         assert self.process.stderr is not None
         for raw in self.process.stderr:
             now = time.monotonic()
+            self.log_lines += 1
             match = re.search(rb"(gateagent started|tap recorded|tap delivered|tap rejected)", raw)
             if match is None:
                 continue
             key = match[1].decode()
+            if key == "tap recorded":
+                self.recorded_cards.append(raw.split(b"card_no=")[1].split()[0].decode())
             with self._changed:
                 self.counts[key] = self.counts.get(key, 0) + 1
                 self.first_at.setdefault(key, now)
