@@ -49,6 +49,7 @@ class Daemon:
     """`gateagent run` with a pipe as its stdin reader; counts its log lines as they come."""
 
     def __init__(self, config: Path) -> None:
+        self.log = (config.parent / "daemon.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
             stdin=subprocess.PIPE,
@@ -69,6 +70,7 @@ class Daemon:
         for raw in self.process.stderr:
             now = time.monotonic()
             self.log_lines += 1
+            self.log.write(raw)
             match = re.search(rb"(gateagent started|tap recorded|tap delivered|tap rejected)", raw)
             if match is None:
                 continue
@@ -105,6 +107,7 @@ class Daemon:
         self.process.terminate()
         code = self.process.wait(60)
         self._thread.join(10)
+        self.log.close()
         for stream in (self.process.stdin, self.process.stderr):
             if stream is not None:
                 stream.close()

@@ -92,6 +92,8 @@ def main() -> None:
         conn.close()
         daemon.stop()
         log_lines = daemon.log_lines
+        kept = Path("server_faults.log")
+        kept.write_bytes((folder / "daemon.log").read_bytes())
 
     wrong = [
         row for row in rows

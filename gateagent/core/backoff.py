@@ -36,7 +36,10 @@ class _Attempt:
 @dataclass(frozen=True)
 class Backoff:
     base_s: float = 1.0
-    cap_s: float = 300.0
+    # A minute at most: after an outage a gate's taps reach the server within about a
+    # minute of its return, and a probe a minute from each of hundreds of gates is
+    # nothing to a server. (Pauses for a wrong token or gate are slower: the uploader.)
+    cap_s: float = 60.0
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay after `attempt` failures (attempt >= 1)."""

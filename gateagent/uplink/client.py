@@ -46,8 +46,9 @@ HEARTBEAT_S = 5.0
 FINISH_S = 5.0
 # Requeued taps (another process) are found by a sweep at least this often.
 SWEEP_S = 60.0
-# "try again slowly" (SPEC) while the server refuses our token or gate.
-PAUSE_BACKOFF = Backoff(base_s=30.0, cap_s=300.0)
+# "try again slowly" (SPEC) while the server refuses our token or gate: a probe within
+# a minute, so a fix on the server shows at the gate soon after.
+PAUSE_BACKOFF = Backoff(base_s=15.0, cap_s=60.0)
 # absensi timestamps a tap on receipt: a late delivery is a wrong attendance time.
 ABSENSI_LATE_S = 60.0
 
