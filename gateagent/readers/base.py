@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
+
+from gateagent.core.frames import Frame, Garbage
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,25 @@ class Source(Protocol):
 
     def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
         """Read until `stop` is set; never raise for a device problem (report it to `health`)."""
+
+
+def hand_over(reader: str, items: Iterable[Frame | Garbage], emit: Emit) -> None:
+    """Decoded frames go to `emit`; garbage is logged and dropped, and never stops a
+    reader: noise on the line or a bad checksum is only that read's problem."""
+    for item in items:
+        if isinstance(item, Garbage):
+            warn_garbage(reader, item)
+        else:
+            emit(item.raw)
+
+
+def warn_garbage(reader: str, garbage: Garbage) -> None:
+    log.warning(
+        "read dropped: garbage reader=%s reason=%s data=%r",
+        reader,
+        garbage.reason,
+        garbage.data[:40],
+    )
 
 
 def start(source: Source, emit: Emit, health: Health, stop: threading.Event) -> threading.Thread:

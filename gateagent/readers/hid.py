@@ -23,7 +23,7 @@ import evdev
 
 from gateagent.core.frames import Garbage
 from gateagent.core.keys import KeyDecoder
-from gateagent.readers.base import RECONNECT_S, Emit, Health, describe_open_error
+from gateagent.readers.base import RECONNECT_S, Emit, Health, describe_open_error, warn_garbage
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class HidSource:
             # little longer, one partial read: the card is simply presented again.
             dropped = decoder.expire(time.time())
             if dropped is not None:
-                self._warn(dropped)
+                warn_garbage(self.name, dropped)
 
     def _drain(self, device: InputDevice, decoder: KeyDecoder, emit: Emit) -> None:
         # One read returns at most 64 events (evdev's read buffer); a card typed by a
@@ -159,7 +159,7 @@ class HidSource:
                     continue
                 result = decoder.feed(event.code, event.value, event.timestamp())
                 if isinstance(result, Garbage):
-                    self._warn(result)
+                    warn_garbage(self.name, result)
                 elif result is not None:
                     emit(result.raw)
 
@@ -170,14 +170,6 @@ class HidSource:
         if exc.errno in (errno.ENODEV, errno.EIO):
             return f"disconnected: {self.path} was unplugged (reopened when it is back)"
         return f"disconnected: cannot read {self.path}: {exc.strerror or exc}"
-
-    def _warn(self, garbage: Garbage) -> None:
-        log.warning(
-            "read dropped: garbage reader=%s reason=%s data=%r",
-            self.name,
-            garbage.reason,
-            garbage.data[:40],
-        )
 
     def _report(self, health: Health, ok: bool, error: str | None) -> None:
         """Tell `health` about a change of state; repeats are not reported."""

@@ -41,8 +41,8 @@ from typing import Literal
 
 import serial
 
-from gateagent.core.frames import Decoder, Garbage, decoder_for
-from gateagent.readers.base import RECONNECT_S, Emit, Health, describe_open_error
+from gateagent.core.frames import decoder_for
+from gateagent.readers.base import RECONNECT_S, Emit, Health, describe_open_error, hand_over
 
 log = logging.getLogger(__name__)
 
@@ -151,26 +151,12 @@ class SerialSource:
             except OSError as exc:
                 raise _Lost(self._lost_message(exc)) from exc
             if chunk:
-                self._decode(decoder, chunk, emit)
+                hand_over(self.name, decoder.feed(chunk), emit)
             else:
                 # Idle: does the configured path still lead to this port? A by-id link
                 # removed or moved to another tty means the reader we hold is not the
                 # configured one any more (one stat per read timeout costs nothing).
                 self._check_path(opened)
-
-    def _decode(self, decoder: Decoder, chunk: bytes, emit: Emit) -> None:
-        for item in decoder.feed(chunk):
-            if isinstance(item, Garbage):
-                # Garbage never stops the reader: noise on the line, a wrong baud rate
-                # or a bad checksum is the next presentation's problem only.
-                log.warning(
-                    "read dropped: garbage reader=%s reason=%s data=%r",
-                    self.name,
-                    item.reason,
-                    item.data[:40],
-                )
-            else:
-                emit(item.raw)
 
     def _check_path(self, opened: os.stat_result) -> None:
         try:

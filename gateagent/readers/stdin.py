@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 
-from gateagent.core.frames import Garbage, LinesDecoder
-from gateagent.readers.base import Emit, Health
-
-log = logging.getLogger(__name__)
+from gateagent.core.frames import LinesDecoder
+from gateagent.readers.base import Emit, Health, hand_over
 
 
 class StdinSource:
@@ -30,13 +27,4 @@ class StdinSource:
                 # Under systemd standard input is /dev/null: the end is no error.
                 health(False, "end of input")
                 return
-            for item in decoder.feed(chunk):
-                if isinstance(item, Garbage):
-                    log.warning(
-                        "read dropped: garbage reader=%s reason=%s data=%r",
-                        self.name,
-                        item.reason,
-                        item.data[:40],
-                    )
-                else:
-                    emit(item.raw)
+            hand_over(self.name, decoder.feed(chunk), emit)

@@ -233,7 +233,7 @@ def test_key_up_and_autorepeat_are_ignored(run_source: Callable[..., Running]) -
 def test_a_partial_read_is_dropped_after_the_gap(
     run_source: Callable[..., Running], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="gateagent.readers.hid")
+    caplog.set_level(logging.WARNING, logger="gateagent.readers.base")
     at = now_us()
     device = FakeDevice()
     running = run_source(Opener(device))
@@ -251,7 +251,7 @@ def test_a_partial_read_left_alone_is_dropped_by_the_poll(
 ) -> None:
     warnings: queue.Queue[logging.LogRecord] = queue.Queue()
     handler = logging.handlers.QueueHandler(warnings)
-    logger = logging.getLogger("gateagent.readers.hid")
+    logger = logging.getLogger("gateagent.readers.base")
     logger.addHandler(handler)
     try:
         device = FakeDevice()

@@ -179,7 +179,7 @@ def dropped(caplog: pytest.LogCaptureFixture) -> list[tuple[Any, ...]]:
     return [
         tuple(record.args)  # type: ignore[arg-type]
         for record in caplog.records
-        if record.name == "gateagent.readers.serial" and record.msg.startswith("read dropped")
+        if record.name == "gateagent.readers.base" and record.msg.startswith("read dropped")
     ]
 
 
