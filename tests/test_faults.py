@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from gateagent.simulator import Simulator
+from tests.running import Run, states
 from tests.settings import TOKEN, make_settings, write_config
-from tests.test_daemon import Run, states
 
 
 @pytest.fixture
