@@ -3,8 +3,9 @@
     reader threads --emit--> Recorder (normalize, debounce, record) --wake--> Uploader
                                       \\-> Store (SQLite) <-- answers ---------/
 
-Readers block in their own threads and hand reads over with `call_soon_threadsafe`;
-everything that touches SQLite runs on the loop, so the store needs no locks. Signals:
+Readers block in their own threads and hand reads over with `call_soon_threadsafe`.
+Taps are committed by the recorder's writer thread on its own SQLite connection;
+everything else that touches SQLite runs on the loop, so the store needs no locks. Signals:
 SIGTERM/SIGINT finish the requests in flight, commit and exit 0; SIGHUP re-reads the
 configuration. systemd hears READY=1 once the database is open, a one-line STATUS=,
 and WATCHDOG=1 only while the loops are alive.
@@ -34,7 +35,7 @@ from gateagent.notify import Notifier
 from gateagent.readers import source_for
 from gateagent.readers.base import Source, start
 from gateagent.recorder import Recorder
-from gateagent.store import Store, iso
+from gateagent.store import Store, Tap, iso
 from gateagent.uplink.client import Uploader
 
 log = logging.getLogger(__name__)
@@ -101,8 +102,9 @@ class Daemon:
                 store, settings, transport=self._transport, on_state=self._uplink_state
             )
             self._recorder = Recorder(
-                store, settings, self._clock, on_recorded=lambda tap: self._uploader.wake()
+                settings.storage.path, settings, self._clock, on_recorded=self._recorded
             )
+            self._recorder.start()
             store.set_meta("uplink_state", "ok")
             self._check_clock()
             counts = store.counts()
@@ -133,7 +135,7 @@ class Daemon:
                 running.stop.set()
             await uploading
             await housekeeping
-            self._recorder.flush()
+            await self._recorder.close()
             for running in self._readers.values():
                 if running.dirty:
                     self._publish_reader(running)
@@ -164,10 +166,18 @@ class Daemon:
     def _read(self, running: _Running, raw: str) -> None:
         if running.stop.is_set():
             return
-        tap = self._recorder.read(running.config, raw)
-        if tap is not None:
+        self._recorder.read(running.config, raw)
+
+    def _recorded(self, tap: Tap) -> None:
+        running = self._readers.get(tap.reader)
+        if running is not None:
             running.last_tap_at = self._clock.now_utc()
             running.dirty = True
+        if tap.state == "held" and self._synced:
+            # Read before the clock synchronized, committed after its held taps were
+            # released: release it too, rather than leave it held until a restart.
+            self._release_held()
+        self._uploader.wake()
 
     def _health(self, running: _Running, ok: bool, error: str | None) -> None:
         if running.stop.is_set() or (ok, error) == (running.connected, running.last_error):
@@ -221,8 +231,6 @@ class Daemon:
         next_purge = 0.0
         while not stopping.is_set():
             now = time.monotonic()
-            if self._recorder.unsaved:
-                self._recorder.flush()
             self._check_clock()
             if now >= next_purge:
                 self._purge()
@@ -240,11 +248,14 @@ class Daemon:
 
     def _alive(self, uploading: asyncio.Future[None]) -> bool:
         """WATCHDOG=1 only while every loop is alive: this event loop (it runs this), the
-        uploader, and the threads of hid and serial readers (they never end on their
-        own; a stdin reader ends with its input). Otherwise systemd restarts us."""
+        uploader, the recorder's writer thread, and the threads of hid and serial readers
+        (they never end on their own; a stdin reader ends with its input). Otherwise
+        systemd restarts us."""
         stuck = []
         if uploading.done() or not self._uploader.alive():
             stuck.append("uploader")
+        if not self._recorder.alive():
+            stuck.append("recorder")
         for name, running in self._readers.items():
             thread = running.thread
             if running.config.kind != "stdin" and (thread is None or not thread.is_alive()):
@@ -274,6 +285,11 @@ class Daemon:
                     self._clock.now_mono(),
                 )
             return
+        self._repeats.resolve("clock", "clock synchronized", self._clock.now_mono())
+        self._release_held()
+
+    def _release_held(self) -> None:
+        settings = self.settings
         released = self._store.release_held(
             self._clock.boot_id(),
             self._clock.now_utc(),
@@ -281,7 +297,6 @@ class Daemon:
             settings.device.tz,
             settings.taps.min_checkout_after,
         )
-        self._repeats.resolve("clock", "clock synchronized", self._clock.now_mono())
         if released:
             log.info("held taps corrected and released count=%d", released)
             self._uploader.rescan()

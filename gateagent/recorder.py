@@ -1,18 +1,32 @@
 """From a reader's raw read to a recorded tap (SPEC "Data flow").
 
-    raw -> normalize (card_format) -> debounce (all readers) -> store.record (commit)
+    raw -> normalize (card_format) -> debounce (all readers) -> writer thread: record (commit)
 
 `Recorder.read()` is called on the daemon's event loop for every frame a reader
-decoded. Garbage never becomes a tap and never raises. When the disk is full the tap is
-kept in memory, in order, and recorded as soon as the disk takes it again.
+decoded. Garbage never becomes a tap and never raises. A tap that passes is handed to
+the writer thread, which decides its direction and commits it on its own SQLite
+connection, one commit per tap and in the order the taps were read; the loop hears of
+each recorded tap (`on_recorded`) and logs it. The commit waits for the disk, which
+releases the GIL, so the loop decodes and logs the next taps meanwhile: the tap path
+costs little more than the commit itself (benchmarks/ingest.py).
+
+When the disk is full the writer keeps the taps in memory, in order, and records them
+as soon as the disk takes them again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import queue
+import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
@@ -27,25 +41,73 @@ log = logging.getLogger(__name__)
 # Taps kept in memory while the disk is full: a day at a large school, ~100 bytes each.
 UNSAVED_MAX = 50_000
 SYNC_CHECK_S = 1.0
+# Seconds between attempts to commit while the disk is full.
+RETRY_S = 1.0
+# One attempt to commit waits at most for SQLite's busy timeout (10 s) and an fsync;
+# a writer inside one attempt for longer than this is stuck (a hung disk).
+STUCK_S = 30.0
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A tap to commit, with the settings in force when it was read."""
+
+    tap: NewTap
+    tz: ZoneInfo
+    min_checkout_after_s: float
+    hold: bool
 
 
 class Recorder:
     def __init__(
         self,
-        store: Store,
+        path: Path,
         settings: Config,
         clock: Clock,
         on_recorded: Callable[[Tap], None] = lambda tap: None,
     ) -> None:
-        self._store = store
+        self._path = path
         self._clock = clock
         self._on_recorded = on_recorded
         self._repeats = Repeats(log)
-        self._unsaved: deque[NewTap] = deque()
         self.settings = settings
         self._debouncer = Debouncer(settings.taps.debounce)
         self._synced = False
         self._synced_at = float("-inf")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        # Read but not recorded yet; counted on the loop (read() and _recorded()).
+        self._unsaved = 0
+        self._failing = False
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._attempt_since: float | None = None
+        self._done: deque[Tap] = deque()
+        self._woken = threading.Event()
+
+    def start(self) -> None:
+        """Start the writer thread; call on the event loop that will call read()."""
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._write, args=(loop,), name="recorder", daemon=True
+        )
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Commit every tap read so far (unless the disk is still full), then stop."""
+        self._closing.set()
+        self._jobs.put(None)
+        if self._thread is not None:
+            # In an executor, so the loop keeps running the writer's last callbacks
+            # (their log lines) while it finishes; they all come before this returns.
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        if self._unsaved:
+            log.critical("taps not recorded: the disk is full count=%d", self._unsaved)
+
+    def alive(self) -> bool:
+        """The writer thread runs and is not stuck in one commit (systemd's watchdog)."""
+        since = self._attempt_since
+        stuck = since is not None and time.monotonic() - since > STUCK_S
+        return self._thread is not None and self._thread.is_alive() and not stuck
 
     def reconfigure(self, settings: Config) -> None:
         self.settings = settings
@@ -53,10 +115,10 @@ class Recorder:
 
     @property
     def unsaved(self) -> int:
-        return len(self._unsaved)
+        return self._unsaved
 
-    def read(self, reader: Reader, raw: str) -> Tap | None:
-        """One card read by `reader`: record it unless it is garbage or a repeat."""
+    def read(self, reader: Reader, raw: str) -> bool:
+        """One card read by `reader`: True if it goes to be recorded (not garbage or a repeat)."""
         taps = self.settings.taps
         card_no = normalize(raw, taps.card_format, taps.reverse_bytes)
         if isinstance(card_no, InvalidCard):
@@ -66,11 +128,16 @@ class Recorder:
                 card_no.reason,
                 raw[:40],
             )
-            return None
+            return False
         at_mono = self._clock.now_mono()
         if self._debouncer.seen(card_no, at_mono):
             log.debug("read repeated card_no=%s reader=%s", card_no, reader.name)
-            return None
+            return False
+        if self._closing.is_set():
+            return False
+        if self._unsaved >= UNSAVED_MAX:
+            log.critical("tap lost: disk full and memory buffer full card_no=%s", card_no)
+            return False
         synced = self._synchronized(at_mono)
         tap = NewTap(
             tap_id=str(uuid.uuid4()),
@@ -83,11 +150,11 @@ class Recorder:
             boot_id=self._clock.boot_id(),
             clock_synced=synced,
         )
-        if len(self._unsaved) >= UNSAVED_MAX:
-            log.critical("tap lost: disk full and memory buffer full card_no=%s", card_no)
-            return None
-        self._unsaved.append(tap)
-        return self.flush()
+        settings = self.settings
+        hold = settings.device.require_clock_sync and not synced
+        self._unsaved += 1
+        self._jobs.put(_Job(tap, settings.device.tz, settings.taps.min_checkout_after, hold))
+        return True
 
     def _synchronized(self, now_mono: float) -> bool:
         # Asked at most once a second: it costs a stat and a system call, and a tap
@@ -97,40 +164,55 @@ class Recorder:
             self._synced_at = now_mono
         return self._synced
 
-    def flush(self) -> Tap | None:
-        """Record what is kept in memory, oldest first; the last tap recorded, if any."""
-        recorded = None
-        settings = self.settings
-        hold = settings.device.require_clock_sync
-        while self._unsaved:
-            tap = self._unsaved[0]
-            try:
-                recorded = self._store.record(
-                    tap,
-                    settings.device.tz,
-                    settings.taps.min_checkout_after,
-                    hold=hold and not tap.clock_synced,
-                )
-            except StoreError as exc:
-                # A full disk (or a database locked past the busy timeout): the tap is
-                # not recorded yet, so it stays in memory, in order, and is tried again.
-                self._repeats.report(
-                    "store",
-                    logging.CRITICAL,
-                    f"{exc}: taps kept in memory and retried unsaved={len(self._unsaved)}",
-                    self._clock.now_mono(),
-                )
-                return recorded
-            self._unsaved.popleft()
-            self._log(recorded)
-            self._on_recorded(recorded)
-        if recorded is not None:
-            self._repeats.resolve(
-                "store", "the database takes taps again: kept taps recorded", self._clock.now_mono()
-            )
-        return recorded
+    # -- the writer thread ---------------------------------------------------------
+
+    def _write(self, loop: asyncio.AbstractEventLoop) -> None:
+        store: Store | None = None
+        try:
+            while (job := self._jobs.get()) is not None:
+                while True:
+                    self._attempt_since = time.monotonic()
+                    try:
+                        store = store or Store.connect(self._path)
+                        tap = store.record(job.tap, job.tz, job.min_checkout_after_s, job.hold)
+                    except StoreError as exc:
+                        # A full disk (or a database locked past the busy timeout): the tap
+                        # is not recorded yet, so it stays first in line and is tried again.
+                        loop.call_soon_threadsafe(self._failed, exc)
+                    else:
+                        break
+                    finally:
+                        self._attempt_since = None
+                    if self._closing.wait(RETRY_S):
+                        return
+                self._done.append(tap)
+                if not self._woken.is_set():
+                    # One wake-up for all taps committed until the loop gets to them:
+                    # under a burst, a wake-up per tap would cost more than the tap.
+                    self._woken.set()
+                    loop.call_soon_threadsafe(self._recorded)
+        finally:
+            if store is not None:
+                store.close()
+
+    # -- back on the loop -----------------------------------------------------------
+
+    def _failed(self, error: StoreError) -> None:
+        self._failing = True
+        self._repeats.report(
+            "store",
+            logging.CRITICAL,
+            f"{error}: taps kept in memory and retried unsaved={self._unsaved}",
+            self._clock.now_mono(),
+        )
+
+    def _recorded(self) -> None:
+        self._woken.clear()
+        while self._done:
+            self._log(self._done.popleft())
 
     def _log(self, tap: Tap) -> None:
+        self._unsaved -= 1
         log.info(
             "tap recorded card_no=%s reader=%s checktype=%s state=%s%s",
             tap.card_no,
@@ -139,3 +221,9 @@ class Recorder:
             tap.state,
             f" reason={tap.reason}" if tap.reason else "",
         )
+        if self._failing:
+            self._failing = False
+            self._repeats.resolve(
+                "store", "the database takes taps again: kept taps recorded", self._clock.now_mono()
+            )
+        self._on_recorded(tap)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -76,11 +77,67 @@ def test_a_recorded_tap_is_committed_at_once(store: Store, db_path: Path) -> Non
     assert rows(db_path, "SELECT tapped_at FROM taps") == [("2024-01-15T00:30:00.000Z",)]
 
 
+def test_a_version_1_database_is_upgraded_with_its_taps(db_path: Path) -> None:
+    from sqlite_utils import Database
+
+    from gateagent.store import migrations
+
+    db = Database(db_path)
+    migrations.apply(db, stop_before="m002_lean_indexes")
+    db.close()
+    assert rows(db_path, "PRAGMA user_version") == [(1,)]
+    # A check-in written by version 1 still decides the next tap after the upgrade.
+    conn = sqlite3.connect(db_path)
+    conn.execute(
+        "INSERT INTO taps (tap_id, card_no, reader, direction, checktype, state, tapped_at,"
+        " at_mono, boot_id, clock_synced, recorded_at)"
+        " VALUES ('t1', '0001', 'entrance', 'auto', 1, 'pending', ?, 1.0, ?, 1, ?)",
+        (iso(MORNING), BOOT, iso(MORNING)),
+    )
+    conn.commit()
+    conn.close()
+    store = Store.open(db_path)
+    later = record(store, new_tap(card_no="0001", at=MORNING + timedelta(hours=8)))
+    store.close()
+    assert later.checktype == 2
+    assert rows(db_path, "PRAGMA user_version") == [(2,)]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        lambda store: record(store, new_tap()),
+        lambda store: store.pending(0, 100),
+        lambda store: store.oldest_pending(),
+        lambda store: store.last_delivery(),
+        lambda store: store.purge(MORNING, 3600.0, 3600.0),
+        lambda store: store.release_held(BOOT, MORNING, 100.0, JAKARTA, 600.0),
+    ],
+    ids=["record", "pending", "oldest-pending", "last-delivery", "purge", "release-held"],
+)
+def test_the_daemons_and_status_queries_never_scan_the_taps(
+    store: Store, query: Callable[[Store], object]
+) -> None:
+    # On a million taps a scan costs seconds. Partial indexes serve only queries whose
+    # WHERE implies the index's own, so a query reworded without that term would scan.
+    statements: list[str] = []
+    store._db.conn.set_trace_callback(statements.append)
+    query(store)
+    store._db.conn.set_trace_callback(None)
+    reads = [sql for sql in statements if sql.lstrip().upper().startswith(("SELECT", "DELETE"))]
+    assert reads
+    for sql in reads:
+        plan = [row[-1] for row in store._db.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        # "SCAN taps" and a bare "SEARCH taps" both read the whole table.
+        unindexed = [step for step in plan if step.split()[1:2] == ["taps"] and "USING" not in step]
+        assert not unindexed, (sql, plan)
+
+
 def test_schema_version_and_reopen(db_path: Path) -> None:
     Store.open(db_path).close()
-    assert rows(db_path, "PRAGMA user_version") == [(1,)]
+    assert rows(db_path, "PRAGMA user_version") == [(2,)]
     Store.open(db_path).close()
-    assert rows(db_path, "SELECT count(*) FROM _sqlite_migrations") == [(1,)]
+    assert rows(db_path, "SELECT count(*) FROM _sqlite_migrations") == [(2,)]
 
 
 def test_direction_survives_a_restart(db_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -44,12 +45,13 @@ def test_ready_status_and_watchdog_stop_while_the_loop_is_wedged(
     with Simulator(token=TOKEN) as sim:
         settings = make_settings(tmp_path, sim.integration_url)
         config = write_config(tmp_path / "config.toml", settings)
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
-            stdin=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"},
-        )
+        with (tmp_path / "run.log").open("wb") as log:  # for the secrets sweep
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
+                stdin=subprocess.PIPE,
+                stderr=log,
+                env={**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"},
+            )
         try:
             seen: list[tuple[float, str]] = []
             for at, text in messages(sock, time.monotonic() + 30):
@@ -61,13 +63,12 @@ def test_ready_status_and_watchdog_stop_while_the_loop_is_wedged(
             assert texts[0].startswith("STATUS=0 pending, uplink ok, readers")
             assert texts[1] == "READY=1"
 
-            # Wedge the event loop for real: another process holds the database, so the
-            # next commit waits for SQLite's lock (the busy timeout is 10 s).
+            # Wedge the event loop for real: another process holds the database's write
+            # lock, and a reload (SIGHUP) writes the readers' table from the loop, so the
+            # loop waits for SQLite's lock (the busy timeout is 10 s).
             blocker = sqlite3.connect(settings.storage.path, isolation_level=None)
-            blocker.execute("BEGIN EXCLUSIVE")
-            assert daemon.stdin is not None
-            daemon.stdin.write(b"0012822001\n")
-            daemon.stdin.flush()
+            blocker.execute("BEGIN IMMEDIATE")
+            daemon.send_signal(signal.SIGHUP)
             wedged_at = time.monotonic()
             pings = [at for at, t in messages(sock, wedged_at + 4) if "WATCHDOG=1" in t]
             blocker.execute("COMMIT")
@@ -77,7 +78,10 @@ def test_ready_status_and_watchdog_stop_while_the_loop_is_wedged(
 
             resumed = [at for at, t in messages(sock, time.monotonic() + 10) if "WATCHDOG=1" in t]
             assert len(resumed) >= 2
-            sim.wait_for_accepted(1)  # the tap waited, nothing was lost
+            assert daemon.stdin is not None
+            daemon.stdin.write(b"0012822001\n")
+            daemon.stdin.flush()
+            sim.wait_for_accepted(1)  # taps go through after the wedge
             daemon.terminate()
             assert daemon.wait(20) == 0
             stopping = [t for _, t in messages(sock, time.monotonic() + 2)]

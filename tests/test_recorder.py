@@ -1,0 +1,131 @@
+"""The recorder against a real SQLite file: its writer thread commits in read order,
+reports each tap back on the loop, drains at close, and says when it is stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from gateagent import recorder as recorder_module
+from gateagent.config import Config
+from gateagent.recorder import Recorder
+from gateagent.store import Store, Tap
+from tests.fakes import FakeClock
+from tests.settings import make_settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Config:
+    settings = make_settings(
+        tmp_path, "http://127.0.0.1:9/", taps={"debounce": "0s", "min_checkout_after": "0s"}
+    )
+    Store.open(settings.storage.path).close()  # as the daemon does before the recorder
+    return settings
+
+
+def committed(settings: Config) -> list[str]:
+    conn = sqlite3.connect(settings.storage.path)
+    try:
+        return [row[0] for row in conn.execute("SELECT card_no FROM taps ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+def test_taps_are_committed_in_read_order_and_reported_on_the_loop(settings: Config) -> None:
+    cards = [f"{n % 7 + 1:010d}" for n in range(60)]
+    reported: list[Tap] = []
+
+    async def scenario() -> None:
+        all_in = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_recorded(tap: Tap) -> None:
+            assert asyncio.get_running_loop() is loop  # never called from the writer thread
+            reported.append(tap)
+            if len(reported) == len(cards):
+                all_in.set()
+
+        clock = FakeClock()
+        recorder = Recorder(settings.storage.path, settings, clock, on_recorded)
+        recorder.start()
+        for card in cards:
+            clock.advance(1)
+            assert recorder.read(settings.readers[0], card)
+        await asyncio.wait_for(all_in.wait(), 20)
+        assert recorder.unsaved == 0
+        await recorder.close()
+
+    asyncio.run(scenario())
+    assert [tap.card_no for tap in reported] == cards
+    assert committed(settings) == cards
+    # The writer decides directions from the taps committed before: first in, then out.
+    assert [tap.checktype for tap in reported[:7]] == [1] * 7
+
+
+def test_close_commits_every_tap_read_before_it(settings: Config) -> None:
+    cards = [f"{n:010d}" for n in range(1, 41)]
+
+    async def scenario() -> None:
+        clock = FakeClock()
+        recorder = Recorder(settings.storage.path, settings, clock)
+        recorder.start()
+        for card in cards:
+            clock.advance(1)
+            recorder.read(settings.readers[0], card)
+        await recorder.close()
+        assert recorder.unsaved == 0
+        assert not recorder.read(settings.readers[0], "0000000099")  # closed: not taken
+
+    asyncio.run(scenario())
+    assert committed(settings) == cards
+
+
+def test_garbage_and_repeats_never_reach_the_writer(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, "http://127.0.0.1:9/")
+    Store.open(settings.storage.path).close()
+
+    async def scenario() -> None:
+        recorder = Recorder(settings.storage.path, settings, FakeClock())
+        recorder.start()
+        reader = settings.readers[0]
+        assert not recorder.read(reader, "0000000000")  # all zeros: no card has it
+        assert recorder.read(reader, "0012822001")
+        assert not recorder.read(reader, "0012822001")  # the same presentation (debounce)
+        await recorder.close()
+
+    asyncio.run(scenario())
+    assert committed(settings) == ["0012822001"]
+
+
+def test_a_writer_stuck_in_one_commit_is_not_alive(
+    settings: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recorder_module, "STUCK_S", 0.2)
+    blocker = sqlite3.connect(settings.storage.path, isolation_level=None)
+
+    async def scenario() -> None:
+        done = asyncio.Event()
+        recorder = Recorder(settings.storage.path, settings, FakeClock(), lambda tap: done.set())
+        recorder.start()
+        assert recorder.alive()
+        # Another process holds the write lock: the commit waits in SQLite's busy handler.
+        blocker.execute("BEGIN IMMEDIATE")
+        recorder.read(settings.readers[0], "0012822001")
+        deadline = time.monotonic() + 5
+        while recorder.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # alive() is polled, as the watchdog tick does
+        assert not recorder.alive()
+        blocker.execute("COMMIT")
+        await asyncio.wait_for(done.wait(), 20)
+        assert recorder.alive()
+        await recorder.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        blocker.close()
+    assert committed(settings) == ["0012822001"]
