@@ -3,6 +3,10 @@
 Each subcommand is a function taking the parsed arguments and returning an exit status.
 This module alone turns errors into a message and a status: 0 success, 1 runtime
 failure, 2 bad usage or bad configuration, never a traceback for an expected error.
+
+A subcommand imports what it needs when it runs: `status` answers in milliseconds
+without loading pydantic, httpx, evdev or the simulator, and an idle daemon does not
+hold the modules of `demo`, `check` and `listen` in memory (benchmarks/bigdb.py, idle.py).
 """
 
 from __future__ import annotations
@@ -17,13 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateagent import __version__, check, config, demo, listen, logs, status
-from gateagent.clock import SystemClock
-from gateagent.core.cards import CardFormat
-from gateagent.daemon import Daemon
+from gateagent import __version__, configfile
 from gateagent.errors import ConfigError, GateagentError
-from gateagent.notify import Notifier
-from gateagent.readers import discover
 from gateagent.store import STATES, Store
 
 EXIT_OK = 0
@@ -34,7 +33,10 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _check(args: argparse.Namespace) -> int:
-    path = config.config_path(args.config)
+    from gateagent import check, config
+    from gateagent.clock import SystemClock
+
+    path = configfile.config_path(args.config)
     settings = config.load(path)
     passed = True
     for result in check.run_checks(settings, path, SystemClock(), check.probe_reader):
@@ -44,7 +46,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    path = config.config_path(args.config)
+    from gateagent import config, logs
+    from gateagent.clock import SystemClock
+    from gateagent.daemon import Daemon
+    from gateagent.notify import Notifier
+
+    path = configfile.config_path(args.config)
     settings = config.load(path)
     token = settings.uplink.token
     logs.setup(secrets=[token.get_secret_value()] if token is not None else [])
@@ -52,9 +59,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _open_store(args: argparse.Namespace) -> Store:
-    settings = config.load(config.config_path(args.config))
-    _become_owner(settings.storage.path.parent)
-    return Store.open_for_reading(settings.storage.path)
+    path = configfile.storage_path(configfile.config_path(args.config))
+    _become_owner(path.parent)
+    return Store.open_for_reading(path)
 
 
 def _become_owner(folder: Path) -> None:
@@ -73,6 +80,8 @@ def _become_owner(folder: Path) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from gateagent import status
+
     store = _open_store(args)
     try:
         facts = status.collect(store, datetime.now(UTC))
@@ -113,6 +122,9 @@ def _requeue(args: argparse.Namespace) -> int:
 
 
 def _listen(args: argparse.Namespace) -> int:
+    from gateagent import config, listen, logs
+    from gateagent.core.cards import CardFormat
+
     logs.setup()
     card_format: CardFormat = "as-read"
     reverse_bytes = args.reverse_bytes
@@ -122,7 +134,7 @@ def _listen(args: argparse.Namespace) -> int:
         given.update(baudrate=args.baudrate, protocol=args.protocol)
         readers = [config.Reader.model_validate(given)]
     else:
-        settings = config.load(config.config_path(args.config))
+        settings = config.load(configfile.config_path(args.config))
         card_format = settings.taps.card_format
         reverse_bytes = reverse_bytes or settings.taps.reverse_bytes
         readers = [r for r in settings.readers if args.reader in (None, r.name)]
@@ -133,6 +145,18 @@ def _listen(args: argparse.Namespace) -> int:
             )
             return EXIT_USAGE
     return listen.listen(readers, card_format, reverse_bytes)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateagent import demo
+
+    return demo.main()
+
+
+def _readers(args: argparse.Namespace) -> int:
+    from gateagent.readers import discover
+
+    return discover.main()
 
 
 _CONFIG_HELP = (
@@ -169,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         "Run the daemon on an embedded default: a local endpoint simulator and scripted taps.",
         "gateagent demo",
-        lambda args: demo.main(),
+        _demo,
     )
 
     status = add(
@@ -185,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "readers",
         "List input devices and serial ports that look like card readers.",
         "gateagent readers",
-        lambda args: discover.main(),
+        _readers,
     )
 
     listening = add(

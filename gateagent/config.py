@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -34,13 +33,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateagent.configfile import DEFAULT_STORAGE_PATH, ENV_PREFIX, read_toml
 from gateagent.core.answers import WebhookAnswer
 from gateagent.core.cards import CardFormat
 from gateagent.core.direction import Direction
 from gateagent.errors import ConfigError
 
-DEFAULT_PATH = "/etc/gateagent/config.toml"
-ENV_PREFIX = "GATEAGENT_"
 CREDENTIAL_NAME = "uplink-token"
 
 _UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -101,7 +99,7 @@ class Device(_Section):
 
 
 class Storage(_Section):
-    path: Path = Path("/var/lib/gateagent/taps.db")
+    path: Path = DEFAULT_STORAGE_PATH
     keep_sent: Duration = 30 * 86400.0
     keep_rejected: Duration = 90 * 86400.0
 
@@ -215,16 +213,10 @@ class Config(BaseSettings):
         return (env_settings, init_settings)
 
 
-def config_path(arg: str | None, environ: dict[str, str] | None = None) -> str:
-    """`--config PATH`, else `$GATEAGENT_CONFIG`, else /etc/gateagent/config.toml."""
-    env = os.environ if environ is None else environ
-    return arg or env.get(ENV_PREFIX + "CONFIG") or DEFAULT_PATH
-
-
 def load(path: str | os.PathLike[str]) -> Config:
     """Read, validate and complete the configuration at `path`, or raise ConfigError."""
     where = str(path)
-    data = _read_toml(where)
+    data = read_toml(where)
     try:
         config = Config(**data)
     except ValidationError as exc:
@@ -232,18 +224,6 @@ def load(path: str | os.PathLike[str]) -> Config:
     config = _with_token(where, config)
     _check_consistency(where, config)
     return config
-
-
-def _read_toml(where: str) -> dict[str, Any]:
-    try:
-        with open(where, "rb") as file:
-            return tomllib.load(file)
-    except OSError as exc:
-        raise ConfigError(where, "", f"cannot read the file: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(where, "", f"not valid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(where, "", "not valid TOML: the file is not UTF-8 text") from None
 
 
 def _with_token(where: str, config: Config) -> Config:

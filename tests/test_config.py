@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateagent import config
+from gateagent import config, configfile
 from gateagent.cli import main
 from gateagent.errors import ConfigError
 
@@ -315,9 +315,9 @@ def test_bad_environment_override_is_named(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_config_path_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert config.config_path(None, {}) == "/etc/gateagent/config.toml"
-    assert config.config_path(None, {"GATEAGENT_CONFIG": "/tmp/a.toml"}) == "/tmp/a.toml"
-    assert config.config_path("/x.toml", {"GATEAGENT_CONFIG": "/tmp/a.toml"}) == "/x.toml"
+    assert configfile.config_path(None, {}) == "/etc/gateagent/config.toml"
+    assert configfile.config_path(None, {"GATEAGENT_CONFIG": "/tmp/a.toml"}) == "/tmp/a.toml"
+    assert configfile.config_path("/x.toml", {"GATEAGENT_CONFIG": "/tmp/a.toml"}) == "/x.toml"
 
 
 def test_gateagent_config_variable_is_used(
