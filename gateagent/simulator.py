@@ -572,8 +572,8 @@ class _Handler(BaseHTTPRequestHandler):
         fault = simulator._take_fault()
         if (
             isinstance(fault, _Drop)
-            or (isinstance(fault, _Stall) and not self._client_waits(fault.seconds))
-            or (simulator.latency_s > 0 and not self._client_waits(simulator.latency_s))
+            or (isinstance(fault, _Stall) and not self._client_waits(at_mono + fault.seconds))
+            or (simulator.latency_s > 0 and not self._client_waits(at_mono + simulator.latency_s))
             or self.server.cut.is_set()
         ):
             simulator._record(Received(at_mono, path, headers, body, None))
@@ -583,10 +583,11 @@ class _Handler(BaseHTTPRequestHandler):
         simulator._record(Received(at_mono, path, headers, body, answer.status))
         self._send(answer)
 
-    def _client_waits(self, seconds: float) -> bool:
-        """Wait `seconds`; False as soon as the client (or `down()`) ends the connection."""
+    def _client_waits(self, deadline: float) -> bool:
+        """Wait until `deadline` (monotonic); False as soon as the client (or `down()`)
+        ends the connection. The deadline counts from the request's arrival, so the
+        simulator's own work is part of the latency it adds, as on a real server."""
         connection: socket.socket = self.connection
-        deadline = time.monotonic() + seconds
         with selectors.DefaultSelector() as selector:
             selector.register(connection, selectors.EVENT_READ)
             while (left := deadline - time.monotonic()) > 0:
