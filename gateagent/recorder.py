@@ -22,7 +22,6 @@ import queue
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from gateagent.config import Config, Reader
 from gateagent.core.cards import InvalidCard, normalize
 from gateagent.core.debounce import Debouncer
 from gateagent.errors import StoreError
+from gateagent.handoff import Handoff
 from gateagent.logs import Repeats
 from gateagent.store import NewTap, Store, Tap
 
@@ -81,14 +81,13 @@ class Recorder:
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._attempt_since: float | None = None
-        self._done: deque[Tap] = deque()
-        self._woken = threading.Event()
 
     def start(self) -> None:
         """Start the writer thread; call on the event loop that will call read()."""
         loop = asyncio.get_running_loop()
+        recorded = Handoff(loop, self._recorded)
         self._thread = threading.Thread(
-            target=self._write, args=(loop,), name="recorder", daemon=True
+            target=self._write, args=(loop, recorded), name="recorder", daemon=True
         )
         self._thread.start()
 
@@ -166,7 +165,7 @@ class Recorder:
 
     # -- the writer thread ---------------------------------------------------------
 
-    def _write(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _write(self, loop: asyncio.AbstractEventLoop, recorded: Handoff[Tap]) -> None:
         store: Store | None = None
         try:
             while (job := self._jobs.get()) is not None:
@@ -185,12 +184,7 @@ class Recorder:
                         self._attempt_since = None
                     if self._closing.wait(RETRY_S):
                         return
-                self._done.append(tap)
-                if not self._woken.is_set():
-                    # One wake-up for all taps committed until the loop gets to them:
-                    # under a burst, a wake-up per tap would cost more than the tap.
-                    self._woken.set()
-                    loop.call_soon_threadsafe(self._recorded)
+                recorded.put(tap)
         finally:
             if store is not None:
                 store.close()
@@ -206,12 +200,7 @@ class Recorder:
             self._clock.now_mono(),
         )
 
-    def _recorded(self) -> None:
-        self._woken.clear()
-        while self._done:
-            self._log(self._done.popleft())
-
-    def _log(self, tap: Tap) -> None:
+    def _recorded(self, tap: Tap) -> None:
         self._unsaved -= 1
         log.info(
             "tap recorded card_no=%s reader=%s checktype=%s state=%s%s",

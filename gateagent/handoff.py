@@ -1,0 +1,39 @@
+"""Items handed from other threads to the event loop, one wake-up per burst.
+
+Reader threads hand over reads and the recorder's writer thread its committed taps. A
+wake-up of the loop (`call_soon_threadsafe`) is a system call and a trip through the
+loop; under a burst (a pipe or serial chunk of hundreds of cards) one per item would
+cost more than the items, so a burst shares one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Handoff(Generic[T]):
+    def __init__(self, loop: asyncio.AbstractEventLoop, handle: Callable[[T], None]) -> None:
+        self._loop = loop
+        self._handle = handle
+        self._items: deque[T] = deque()
+        self._woken = threading.Event()
+
+    def put(self, item: T) -> None:
+        """From any thread: `handle(item)` runs on the loop soon, items in put order."""
+        self._items.append(item)
+        # Appended before the check, and the loop clears the flag before it drains: an
+        # item is either drained by a pass that is still to come, or wakes the loop.
+        if not self._woken.is_set():
+            self._woken.set()
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._woken.clear()
+        while self._items:
+            self._handle(self._items.popleft())
