@@ -4,6 +4,10 @@ import os
 
 import pytest
 
+# The secrets sweep (issue 7) watches the whole session; pytester runs it on sessions of
+# its own to show that it can fail (tests/test_secrets_sweep.py).
+pytest_plugins = ["pytester", "tests.secrets_sweep"]
+
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:

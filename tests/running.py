@@ -1,5 +1,6 @@
-"""A `gateagent run` subprocess for tests: its stdin is the reader, its log is read as
-it comes (not part of the package)."""
+"""gateagent subprocesses for tests: `Run` is `gateagent run` with its stdin as the
+reader and its log read as it comes; `command()` runs any other subcommand. What they
+print is kept for the secrets sweep (tests/secrets_sweep.py) (not part of the package)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,19 @@ import threading
 from pathlib import Path
 from typing import IO
 
+from tests import secrets_sweep
+
 
 class Run:
-    """A `gateagent run` subprocess with its stdin as the reader and stderr collected."""
+    """A `gateagent run` subprocess with its stdin as the reader and stderr collected.
+
+    The log is also appended to `run.log` next to the config, line by line as it comes:
+    the secrets sweep scans it at the end of the session even if the test never stopped
+    the daemon, and it is there to read after a failure.
+    """
 
     def __init__(self, config: Path, journal: bool = False) -> None:
+        self._log = config.with_name("run.log").open("ab")
         read_end, write_end = os.pipe()
         env = dict(os.environ)
         if journal:
@@ -39,10 +48,13 @@ class Run:
         self._reader.start()
 
     def _collect(self, stream: IO[bytes]) -> None:
-        for raw in stream:
-            with self._changed:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self._changed.notify_all()
+        with self._log:
+            for raw in stream:
+                self._log.write(raw)
+                self._log.flush()
+                with self._changed:
+                    self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                    self._changed.notify_all()
 
     def tap(self, *cards: str) -> None:
         assert self.process.stdin is not None
@@ -82,6 +94,21 @@ class Run:
     def output(self) -> str:
         with self._changed:
             return "\n".join(self.lines)
+
+
+def command(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """`gateagent ARGS...` to its end, its output captured and given to the secrets sweep."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateagent", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    secrets_sweep.output(done.stdout, done.stderr)
+    if check:
+        done.check_returncode()
+    return done
 
 
 def states(db: Path) -> list[tuple[str, str]]:

@@ -6,8 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from gateagent.config import Config
+from tests import secrets_sweep
 
-TOKEN = "test-T0KEN-e5N7Zq4Szsw3TbFp5o8rNh"
+TOKEN = secrets_sweep.secret("test-T0KEN-e5N7Zq4Szsw3TbFp5o8rNh", "tests/settings.py TOKEN")
+# The uplink-token credential tests put in $CREDENTIALS_DIRECTORY.
+CREDENTIAL = secrets_sweep.secret("from-the-credential", "tests/settings.py CREDENTIAL")
 
 
 def make_settings(tmp_path: Path, url: str, **sections: dict[str, Any]) -> Config:
@@ -28,7 +31,9 @@ def make_settings(tmp_path: Path, url: str, **sections: dict[str, Any]) -> Confi
 
 
 def write_config(path: Path, settings: Config) -> Path:
-    """The TOML file a technician would write for `settings` (for subprocess tests)."""
+    """The TOML file a technician would write for `settings` (for subprocess tests); it
+    holds the token, so the secrets sweep leaves it out."""
+    secrets_sweep.exempt(path)
     lines: list[str] = []
     dumped = settings.model_dump(mode="json", exclude={"readers"})
     token = settings.uplink.token.get_secret_value() if settings.uplink.token else None

@@ -7,7 +7,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import threading
 import tty
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import pytest
 from gateagent.check import clock_state, server, state_directory
 from gateagent.simulator import Simulator
 from tests.fakes import FakeClock
+from tests.running import command
 from tests.settings import TOKEN, make_settings, write_config
 
 
@@ -40,13 +40,7 @@ def pty_path(tmp_path: Path) -> Iterator[Path]:
 
 
 def check(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateagent", "check", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return command("check", "--config", str(config))
 
 
 def test_everything_ready(tmp_path: Path, sim: Simulator, pty_path: Path) -> None:

@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import tomllib
 from pathlib import Path
@@ -12,6 +10,9 @@ import pytest
 
 from gateagent import config
 from gateagent.cli import build_parser, main
+from tests import secrets_sweep
+from tests.running import command
+from tests.settings import CREDENTIAL
 
 ROOT = Path(__file__).parents[1]
 SPEC_COMMANDS = ["run", "demo", "status", "readers", "listen", "check", "requeue", "export"]
@@ -54,7 +55,7 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_accepts_the_example(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "uplink-token").write_text("from-the-credential\n")
+    secrets_sweep.exempt(tmp_path / "uplink-token").write_text(CREDENTIAL + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     main(["check", "--config", str(ROOT / "config.example.toml")])
     out = capsys.readouterr().out
@@ -107,13 +108,7 @@ def check_ownership(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)
     config = write_config(tmp_path / "config.toml", settings)
     config.chmod(0o644)
-    done = subprocess.run(
-        [sys.executable, "-m", "gateagent", "status", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = command("status", "--config", str(config))
     assert done.returncode == 0, done.stderr
     owners = {path.name: path.stat().st_uid for path in state.iterdir()}
     assert set(owners.values()) == {65534}, owners

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -12,8 +10,11 @@ from hypothesis import strategies as st
 from gateagent import config, configfile
 from gateagent.cli import main
 from gateagent.errors import ConfigError
+from tests import secrets_sweep
+from tests.running import command
+from tests.settings import CREDENTIAL
 
-TOKEN = "s3cret-T0KEN-e5N7Zq4Szsw3TbFp5o8rNh"
+TOKEN = secrets_sweep.secret("s3cret-T0KEN-e5N7Zq4Szsw3TbFp5o8rNh", "tests/test_config.py TOKEN")
 
 GOOD = f"""
 [device]
@@ -47,7 +48,7 @@ gate = 4
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
-    path = tmp_path / name
+    path = secrets_sweep.exempt(tmp_path / name)  # most hold the token
     path.write_text(textwrap.dedent(text))
     return path
 
@@ -80,7 +81,7 @@ def test_good_file_has_spec_defaults(tmp_path: Path) -> None:
 
 
 def test_example_config_in_repo_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "uplink-token").write_text("from-the-credential\n")
+    secrets_sweep.exempt(tmp_path / "uplink-token").write_text(CREDENTIAL + "\n")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     example = Path(__file__).parents[1] / "config.example.toml"
     loaded = config.load(example)
@@ -267,7 +268,7 @@ def test_token_file_that_is_a_directory(tmp_path: Path) -> None:
 
 
 def test_token_file_and_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    secret = tmp_path / "token"
+    secret = secrets_sweep.exempt(tmp_path / "token")
     secret.write_text(TOKEN + "\n")
     path = write(tmp_path, replaced(f'token = "{TOKEN}"', f'token_file = "{secret}"'))
     token = config.load(path).uplink.token
@@ -391,13 +392,7 @@ def test_bad_webhook(tmp_path: Path, old: str, new: str, key: str, reason: str) 
 
 def test_bad_config_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, replaced('debounce = "3s"', 'debounce = "3x"'))
-    done = subprocess.run(
-        [sys.executable, "-m", "gateagent", "check", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = command("check", "--config", str(path))
     assert done.returncode == 2
     assert done.stdout == ""
     assert (

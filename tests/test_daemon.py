@@ -8,8 +8,6 @@ import random
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 import tty
 from collections import Counter
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateagent.simulator import Simulator
-from tests.running import Run, states
+from tests.running import Run, command, states
 from tests.settings import TOKEN, make_settings, write_config
 
 ROSTER = {f"{n:010d}": f"Student {n}" for n in range(1, 200)}
@@ -280,13 +278,7 @@ def test_daemon_survives_a_missing_reader_and_a_bad_config_exits_2(
     assert run.stop() == 0
 
     config.write_text(config.read_text().replace('kind = "serial"', 'kind = "usb"'))
-    bad = subprocess.run(
-        [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    bad = command("run", "--config", str(config))
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
     assert "[[readers]] #2 (door) kind" in bad.stderr

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import threading
 
+from tests import secrets_sweep
+
 
 def test_demo_delivers_to_its_simulator_and_stops_on_sigint() -> None:
     demo = subprocess.Popen(
@@ -37,6 +39,7 @@ def test_demo_delivers_to_its_simulator_and_stops_on_sigint() -> None:
         assert demo.stderr is not None
         demo.stderr.close()
     text = "\n".join(lines)
+    secrets_sweep.output(text)
     assert "clock sync not required" in text
     assert "tap delivered card_no=0012822001 checktype=1 student=Budi Santoso" in text
     assert "tap delivered card_no=0006762840 checktype=1 student=Siti Rahayu" in text

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateagent.simulator import Simulator
-from tests.running import Run, states
+from tests.running import Run, command, states
 from tests.settings import TOKEN, make_settings, write_config
 
 
@@ -43,13 +42,7 @@ def test_a_damaged_database_is_moved_aside_and_status_says_so(
     aside = sorted(tmp_path.glob("taps.db.damaged-*"))
     assert [p.name.rsplit("Z", 1)[-1] for p in aside] == ["", "-shm", "-wal"]
     assert Path(f"{aside[0]}-wal").read_bytes() == b"a wal that may hold taps"
-    status = subprocess.run(
-        [sys.executable, "-m", "gateagent", "status", "--json", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    status = command("status", "--json", "--config", str(config), check=True)
     facts = json.loads(status.stdout)
     assert str(aside[0]) in facts["database_moved_aside"]
     assert facts["delivered"] == 1

@@ -10,6 +10,8 @@ import tty
 from pathlib import Path
 
 from gateagent.listen import describe
+from tests import secrets_sweep
+from tests.running import command
 from tests.settings import make_settings, write_config
 
 
@@ -59,6 +61,7 @@ def test_listen_prints_cards_and_records_nothing(tmp_path: Path) -> None:
         assert listening.stdout.readline().strip() == "reader entrance: connected"
         os.write(master, frame("0A00C3A5F1"))
         lines = [listening.stdout.readline().rstrip("\n") for _ in range(6)]
+        secrets_sweep.output("\n".join(lines))
         assert lines[0] == "entrance: read '0A00C3A5F1'"
         assert lines[2] == "  dec10        0012822001   <- card_format now"
         listening.send_signal(signal.SIGINT)
@@ -68,6 +71,7 @@ def test_listen_prints_cards_and_records_nothing(tmp_path: Path) -> None:
         listening.wait(10)
         for stream in (listening.stdout, listening.stderr):
             if stream is not None:
+                secrets_sweep.output(stream.read())  # the rest, up to its exit
                 stream.close()
         os.close(master)
         os.close(slave)
@@ -102,12 +106,6 @@ def test_listen_to_a_path_not_configured_yet(tmp_path: Path) -> None:
 
 
 def test_readers_command_runs(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "gateagent", "readers"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = command("readers")
     assert done.returncode == 0
     assert done.stdout.strip()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import secrets_sweep
 from tests.system.machines import (
     ROOT,
     base_root,
@@ -64,7 +65,9 @@ def test_hid_reader_on_a_real_uinput_device(tmp_path: Path) -> None:
     shutil.copy(ROOT / "tests/system/hid_in_vm.py", root / "opt/hid_in_vm.py")
     (root / "opt/init.sh").write_text(INIT)
     (root / "opt/init.sh").chmod(0o755)
-    image = tmp_path / "vm.img"
+    # The machine this test built (a 2 GB image, 20 s to read): no token was ever put in it,
+    # and what ran in it printed to the console, swept below.
+    image = secrets_sweep.exempt(tmp_path / "vm.img")
     subprocess.run(
         ["mkfs.ext4", "-q", "-F", "-d", str(root), str(image), "2G"], check=True, timeout=300
     )
@@ -78,6 +81,7 @@ def test_hid_reader_on_a_real_uinput_device(tmp_path: Path) -> None:
          "-drive", f"file={image},format=raw,if=virtio"],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
+    secrets_sweep.output(done.stdout, done.stderr)
     lines = [line.strip() for line in done.stdout.splitlines()]
     # The kernel may write to the same console: look for our words anywhere in a line.
     results = dict(re.findall(r"RESULT (\S+) (PASS|FAIL)", done.stdout))

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from gateagent.simulator import Simulator
+from tests import secrets_sweep
 from tests.system.machines import (
     CACHE,
     ROOT,
@@ -33,7 +34,7 @@ from tests.system.machines import (
     wheelhouse,
 )
 
-TOKEN = "system-test-token-5o8rNh"
+TOKEN = secrets_sweep.secret("system-test-token-5o8rNh", "tests/system/test_systemd_boot.py TOKEN")
 CARD_LINK = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_TEST-if00-port0"
 INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -89,6 +90,8 @@ class Pi:
             self.command(*args), capture_output=True, text=True, timeout=timeout, input=input,
             check=False,
         )  # fmt: skip
+        # The machine's answers (journal, systemctl, install.sh) are what it printed.
+        secrets_sweep.output(done.stdout, done.stderr)
         if check:
             assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
         return done
@@ -136,7 +139,9 @@ def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pi]:
     # A root with the dependencies installed is cached per pyproject.toml; each run
     # installs this checkout on a fresh copy of it.
     installed = CACHE / f"bookworm-installed-{stamp()}"
-    root = tmp_path_factory.mktemp("pi") / "root"
+    # A copy of a machine with this checkout's sources in it, and tests name the token;
+    # what the machine printed is swept through Pi.run() instead.
+    root = secrets_sweep.exempt(tmp_path_factory.mktemp("pi") / "root")
     copy_root(installed if installed.exists() else base_root(), root)
     source = root / "opt/gateagent/src"
     shutil.rmtree(source, ignore_errors=True)
@@ -157,6 +162,8 @@ def pi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pi]:
             copy_root(root, Path(f"{installed}.partial"))
             os.rename(f"{installed}.partial", installed)
         yield machine
+        # The whole journal, every unit and field, not only the lines the tests looked at.
+        machine.run("journalctl", "--no-pager", "--all", "-o", "verbose", check=False)
     finally:
         machine.stop()
         shutil.rmtree(root, ignore_errors=True)
