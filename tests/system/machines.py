@@ -77,6 +77,18 @@ def base_root() -> Path:
     return cached("bookworm-base", make)
 
 
+def kernel_root() -> Path:
+    """base_root() with Debian's kernel, for the VMs booted with qemu."""
+
+    def make(partial: Path) -> None:
+        copy_root(base_root(), partial)
+        chroot(partial, "apt-get", "update", "-qq")
+        chroot(partial, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+               "-qq", "--no-install-recommends", "linux-image-amd64", "kmod")  # fmt: skip
+
+    return cached("bookworm-kernel", make)
+
+
 def copy_root(source: Path, target: Path) -> None:
     subprocess.run(
         ["cp", "-a", "--reflink=auto", str(source), str(target)], check=True, timeout=300
@@ -92,10 +104,10 @@ def chroot(root: Path, *command: str, timeout: float = 900) -> None:
     )
 
 
-def wheelhouse(folder: Path) -> Path:
-    """gateagent and its dependencies as wheels in `folder`, for an offline install: the
-    test machines do not trust this machine's way to the package registry, so pip runs
-    out here (install.sh's GATEAGENT_WHEELS)."""
+def wheelhouse(folder: Path, source: Path = ROOT) -> Path:
+    """gateagent (from `source`, a checkout) and its dependencies as wheels in `folder`,
+    for an offline install: the test machines do not trust this machine's way to the
+    package registry, so pip runs out here (install.sh's GATEAGENT_WHEELS)."""
     wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "-w"]
 
     def dependencies(partial: Path) -> None:
@@ -107,6 +119,9 @@ def wheelhouse(folder: Path) -> Path:
 
     shutil.copytree(cached(f"wheels-{stamp()}", dependencies), folder)
     subprocess.run(
-        [*wheel, str(folder), "--no-deps", str(ROOT)], check=True, timeout=300, capture_output=True
+        [*wheel, str(folder), "--no-deps", str(source)],
+        check=True,
+        timeout=300,
+        capture_output=True,
     )
     return folder

@@ -20,10 +20,9 @@ import pytest
 from tests import secrets_sweep
 from tests.system.machines import (
     ROOT,
-    base_root,
-    cached,
     chroot,
     copy_root,
+    kernel_root,
     tools_missing,
     wheelhouse,
 )
@@ -37,16 +36,6 @@ modprobe uinput
 echo o > /proc/sysrq-trigger
 sleep 30
 """
-
-
-def kernel_root() -> Path:
-    def make(partial: Path) -> None:
-        copy_root(base_root(), partial)
-        chroot(partial, "apt-get", "update", "-qq")
-        chroot(partial, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
-               "-qq", "--no-install-recommends", "linux-image-amd64", "kmod")  # fmt: skip
-
-    return cached("bookworm-kernel", make)
 
 
 def test_hid_reader_on_a_real_uinput_device(tmp_path: Path) -> None:
