@@ -217,6 +217,12 @@ def load(path: str | os.PathLike[str]) -> Config:
     """Read, validate and complete the configuration at `path`, or raise ConfigError."""
     where = str(path)
     data = read_toml(where)
+    # Config(**data) takes a top-level `_env_file`, `_secrets_dir`, `_cli_parse_args`, ...
+    # as pydantic-settings' own options, not as settings (found by tests/test_fuzz.py):
+    # only the sections may reach it.
+    for name in data:
+        if name not in Config.model_fields:
+            raise ConfigError(where, _key_name((name,), data), _unknown_key((name,)))
     try:
         config = Config(**data)
     except ValidationError as exc:

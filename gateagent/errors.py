@@ -12,9 +12,15 @@ decoders as `Garbage`, and a server's "no" as an `Outcome` (see `gateagent.core`
 Only `cli.py` turns these exceptions into a message and an exit status.
 """
 
+import re
+
 
 class GateagentError(Exception):
     """Base of every error gateagent raises on purpose."""
+
+
+# C0 and C1 control characters, DEL among them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ConfigError(GateagentError):
@@ -29,7 +35,9 @@ class ConfigError(GateagentError):
         self.key = key
         self.reason = reason
         where = f"{path}: {key}: " if key else f"{path}: "
-        super().__init__(where + reason)
+        # One line (README "Configuration"): a key or value quoted from the file may hold
+        # a newline or a terminal escape, so control characters are shown escaped.
+        super().__init__(_CONTROL.sub(lambda match: repr(match[0])[1:-1], where + reason))
 
 
 class ReaderError(GateagentError):
