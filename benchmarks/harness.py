@@ -8,15 +8,24 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 TOKEN = "bench-token"
 
 
-def write_config(folder: Path, url: str, **uplink: object) -> Path:
+def write_config(
+    folder: Path, url: str, readers: list[dict[str, str]] | None = None, **uplink: object
+) -> Path:
+    """`readers` replaces the default two: `desk` on stdin and a serial reader that is not
+    plugged in."""
     settings = {"url": url, "token": TOKEN, "gate": 4, "flush_interval": "0s", "concurrency": 4}
     settings.update(uplink)
+    if readers is None:
+        readers = [
+            {"name": "desk", "kind": "stdin"},
+            {"name": "missing", "kind": "serial", "path": str(folder / "ttyUSB-not-plugged")},
+        ]
     lines = [
         "[device]",
         'name = "bench"',
@@ -26,13 +35,11 @@ def write_config(folder: Path, url: str, **uplink: object) -> Path:
         "[taps]",
         'debounce = "0s"',
         'min_checkout_after = "0s"',
-        "[[readers]]",
-        'name = "desk"',
-        'kind = "stdin"',
-        "[[readers]]",
-        'name = "missing"',
-        'kind = "serial"',
-        f'path = "{folder / "ttyUSB-not-plugged"}"',
+        *(
+            line
+            for reader in readers
+            for line in ["[[readers]]", *(f"{k} = {_toml(v)}" for k, v in reader.items())]
+        ),
         "[uplink]",
         *(f"{key} = {_toml(value)}" for key, value in settings.items()),
     ]
@@ -71,7 +78,11 @@ class Daemon:
             now = time.monotonic()
             self.log_lines += 1
             self.log.write(raw)
-            match = re.search(rb"(gateagent started|tap recorded|tap delivered|tap rejected)", raw)
+            match = re.search(
+                rb"(gateagent started|tap recorded|tap delivered|tap rejected"
+                rb"|reader (?:dis)?connected reader=\S+)",
+                raw,
+            )
             if match is None:
                 continue
             key = match[1].decode()
@@ -84,11 +95,22 @@ class Daemon:
                 self._changed.notify_all()
 
     def wait(self, key: str, count: int = 1, timeout_s: float = 3600.0) -> float:
-        """Block until `count` lines of `key`; the monotonic time the last one arrived."""
+        """Block until `count` lines of `key`; the monotonic time the last one arrived.
+
+        Keys: `gateagent started`, `tap recorded`, `tap delivered`, `tap rejected`, and
+        `reader connected reader=NAME` / `reader disconnected reader=NAME`."""
         with self._changed:
             if not self._changed.wait_for(lambda: self.counts.get(key, 0) >= count, timeout_s):
                 raise TimeoutError(f"{key}: {self.counts.get(key, 0)} of {count}")
             return self.last_at[key]
+
+    def wait_recorded(self, cards: Iterable[str], timeout_s: float = 3600.0) -> None:
+        """Block until every card of `cards` was logged as recorded."""
+        wanted = set(cards)
+        with self._changed:
+            if not self._changed.wait_for(lambda: wanted <= set(self.recorded_cards), timeout_s):
+                missing = sorted(wanted - set(self.recorded_cards))
+                raise TimeoutError(f"not recorded: {', '.join(missing)}")
 
     def type(self, text: str) -> None:
         assert self.process.stdin is not None

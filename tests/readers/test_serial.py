@@ -6,8 +6,8 @@ symlink in tmp_path that stands for `/dev/serial/by-id/...` (udev's by-id links 
 symlinks too, re-pointed when a device comes back as another tty). Closing the master
 hangs the slave up, as unplugging a USB-UART does.
 
-Every wait is on a queue the reader's `emit` or `health` fills; the timeout is only a
-safety net.
+Every wait is on a queue the reader's `emit` or `health` fills, or for the last test (a
+`gateagent run` subprocess) on the daemon's log lines; the timeout is only a safety net.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ import serial
 from gateagent.core.debounce import Debouncer
 from gateagent.readers.base import start
 from gateagent.readers.serial import SerialSource, open_port
+from gateagent.simulator import Simulator
+from tests.running import Run, states
+from tests.settings import TOKEN, make_settings, write_config
 
 BY_ID = "usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0"
 WAIT_S = 3.0  # safety net only: every wait returns as soon as the item arrives
@@ -425,3 +428,44 @@ def test_a_missing_reader_is_retried_every_reconnect_s_not_in_a_busy_loop(
     running.end()
     assert 2 <= len(attempts) <= 20
     assert running.healths.empty()  # the same failure is reported once
+
+
+# -- in the daemon ---------------------------------------------------------------------
+
+
+def test_unplug_and_replug_in_a_running_daemon_while_another_reader_taps(
+    tmp_path: Path, new_pty: Callable[[], Pty], link: Path
+) -> None:
+    # SPEC "Readers": unplugging is a state that does not disturb the other readers.
+    # benchmarks/replug_soak.py does this 100 times, with the CPU measured while unplugged.
+    readers = [
+        {"name": "desk", "kind": "stdin"},
+        {"name": "entrance", "kind": "serial", "path": str(link)},
+    ]
+    pty = new_pty()
+    point(link, pty.path)
+    expected = []
+    with Simulator(token=TOKEN) as sim:
+        settings = make_settings(tmp_path, sim.integration_url, readers=readers)
+        run = Run(write_config(tmp_path / "config.toml", settings))
+        try:
+            for cycle in range(1, 4):
+                run.wait_for_line("reader connected reader=entrance", cycle)
+                card = f"0A00C3A5{cycle:02X}"
+                pty.write(rdm(card))
+                run.wait_for_line(f"tap recorded card_no={card} reader=entrance")
+                link.unlink()
+                pty.unplug()
+                run.wait_for_line("reader disconnected reader=entrance", cycle)
+                typed = f"{cycle:010d}"
+                run.tap(typed)
+                run.wait_for_line(f"tap recorded card_no={typed} reader=desk")
+                expected += [card, typed]
+                pty = new_pty()
+                point(link, pty.path)
+            run.wait_for_line("reader connected reader=entrance", 4)
+            assert run.stop() == 0
+        finally:
+            if run.process.poll() is None:
+                run.kill()
+    assert [card_no for card_no, _ in states(settings.storage.path)] == expected
