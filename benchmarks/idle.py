@@ -5,7 +5,11 @@
 One reader is a pseudo-terminal (a serial reader that is plugged in), the other a
 serial path that does not exist: the daemon retries it every 1.5 s, which must cost no
 measurable CPU. Start-up is measured from spawning `gateagent run` to READY=1 on a
-real sd_notify socket.
+real sd_notify socket. CPU time is the sum of the threads' run time in
+/proc/PID/task/*/schedstat (nanoseconds; /proc/PID/stat counts 10 ms ticks).
+
+Then the RSS that each import the daemon needs adds, one interpreter per step: what
+bounds the daemon's memory.
 """
 
 from __future__ import annotations
@@ -25,6 +29,37 @@ from pathlib import Path
 from harness import TOKEN, machine, rss_mb
 
 from gateagent.simulator import Simulator
+
+# Cumulative: each step imports what the one before did, and more.
+IMPORT_STEPS = [
+    ("python", "pass"),
+    ("stdlib: asyncio, ssl, sqlite3, logging", "import asyncio, ssl, sqlite3, logging, json"),
+    ("+ pydantic-settings (gateagent.config)", "from gateagent import config"),
+    ("+ sqlite-utils", "import sqlite_utils"),
+    ("+ httpx and its TLS context", "import httpx; httpx.AsyncClient()"),
+    ("+ pyserial, tenacity, the rest of gateagent", "from gateagent import cli, daemon"),
+]
+
+
+def import_rss() -> list[tuple[str, float]]:
+    steps: list[tuple[str, float]] = []
+    code = ""
+    for label, statement in IMPORT_STEPS:
+        code += statement + "\n"
+        probe = code + "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
+        steps.append((label, int(done.stdout) / 1024))
+    return steps
+
+
+def cpu_s(pid: int) -> float:
+    total_ns = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total_ns += int((task / "schedstat").read_text().split()[0])
+    return total_ns / 1e9
 
 
 def drain(notify: socket.socket) -> None:
@@ -86,16 +121,9 @@ def main() -> None:
         # Go on reading, as systemd does, so STATUS= and WATCHDOG=1 have somewhere to go.
         threading.Thread(target=lambda: drain(notify), daemon=True).start()
         time.sleep(3)  # settle: readers opened, first housekeeping done
-        stat = Path(f"/proc/{daemon.pid}/stat")
-        ticks = os.sysconf("SC_CLK_TCK")
-
-        def cpu_s() -> float:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / ticks
-
-        before = cpu_s()
+        before = cpu_s(daemon.pid)
         time.sleep(args.seconds)
-        used = cpu_s() - before
+        used = cpu_s(daemon.pid) - before
         rss = rss_mb(daemon.pid)
         daemon.terminate()
         daemon.wait(30)
@@ -105,9 +133,14 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"start to READY=1: {ready_s:.2f} s (target < 1 s)")
     print(
-        f"idle over {args.seconds:g} s: CPU {used:.2f} s = {100 * used / args.seconds:.3f} % (target < 0.1 %)"
+        f"idle over {args.seconds:g} s: CPU {used:.3f} s = {100 * used / args.seconds:.3f} % (target < 0.1 %)"
     )
     print(f"RSS: {rss:.1f} MB (target < 40 MB)")
+    print("RSS by import (cumulative):")
+    previous = 0.0
+    for label, mb in import_rss():
+        print(f"  {label:45s} {mb:5.1f} MB (+{mb - previous:.1f})")
+        previous = mb
 
 
 if __name__ == "__main__":
