@@ -3,8 +3,8 @@
     reader threads --emit--> Recorder (normalize, debounce, record) --wake--> Uploader
                                       \\-> Store (SQLite) <-- answers ---------/
 
-Readers block in their own threads and hand reads over to the loop (`Handoff`).
-Taps are committed by the recorder's writer thread on its own SQLite connection;
+Readers block in their own threads and hand reads to the recorder, whose writer thread
+commits the taps on its own SQLite connection and tells the loop (`Handoff`);
 everything else that touches SQLite runs on the loop, so the store needs no locks. Signals:
 SIGTERM/SIGINT finish the requests in flight, commit and exit 0; SIGHUP re-reads the
 configuration. systemd hears READY=1 once the database is open, a one-line STATUS=,
@@ -30,7 +30,6 @@ from gateagent import config
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
 from gateagent.errors import ConfigError, GateagentError
-from gateagent.handoff import Handoff
 from gateagent.logs import Repeats
 from gateagent.notify import Notifier
 from gateagent.readers import source_for
@@ -108,7 +107,6 @@ class Daemon:
                 settings.storage.path, settings, self._clock, on_recorded=self._recorded
             )
             self._recorder.start()
-            self._reads = Handoff(loop, self._read)
             store.set_meta("uplink_state", "ok")
             self._check_clock()
             counts = store.counts()
@@ -160,18 +158,13 @@ class Daemon:
             source = self._sources(reader)
 
             def emit(raw: str, running: _Running = running) -> None:
-                self._reads.put((running, raw))
+                if not running.stop.is_set():
+                    self._recorder.read(running.config, raw)
 
             def health(ok: bool, error: str | None, running: _Running = running) -> None:
                 loop.call_soon_threadsafe(self._health, running, ok, error)
 
             running.thread = start(source, emit, health, running.stop)
-
-    def _read(self, read: tuple[_Running, str]) -> None:
-        running, raw = read
-        if running.stop.is_set():
-            return
-        self._recorder.read(running.config, raw)
 
     def _recorded(self, tap: Tap) -> None:
         running = self._readers.get(tap.reader)

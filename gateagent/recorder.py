@@ -2,13 +2,13 @@
 
     raw -> normalize (card_format) -> debounce (all readers) -> writer thread: record (commit)
 
-`Recorder.read()` is called on the daemon's event loop for every frame a reader
-decoded. Garbage never becomes a tap and never raises. A tap that passes is handed to
-the writer thread, which decides its direction and commits it on its own SQLite
-connection, one commit per tap and in the order the taps were read; the loop hears of
-each recorded tap (`on_recorded`) and logs it. The commit waits for the disk, which
-releases the GIL, so the loop decodes and logs the next taps meanwhile: the tap path
-costs little more than the commit itself (benchmarks/ingest.py).
+`Recorder.read()` is called by the reader threads for every frame they decoded.
+Garbage never becomes a tap and never raises. A tap that passes is handed to the writer
+thread, which decides its direction and commits it on its own SQLite connection, one
+commit per tap and in the order the taps were read; the event loop hears of each
+recorded tap (`on_recorded`) and logs it. The event loop is not on the way from a read
+to its commit: a busy loop (uploads) does not delay recording, and a slow fsync does
+not delay the loop (benchmarks/ingest.py).
 
 When the disk is full the writer keeps the taps in memory, in order, and records them
 as soon as the disk takes them again.
@@ -72,18 +72,23 @@ class Recorder:
         self._repeats = Repeats(log)
         self.settings = settings
         self._debouncer = Debouncer(settings.taps.debounce)
+        # read() runs in every reader's thread: the debouncer and the sync cache are
+        # shared between readers (a card bouncing from one reader to another is one tap).
+        self._reading = threading.Lock()
         self._synced = False
         self._synced_at = float("-inf")
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        # Read but not recorded yet; counted on the loop (read() and _recorded()).
-        self._unsaved = 0
+        # Taps read (counted under _reading) and recorded (counted on the loop): each
+        # counter has one writer at a time, and their difference is what waits.
+        self._taken = 0
+        self._recorded_count = 0
         self._failing = False
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._attempt_since: float | None = None
 
     def start(self) -> None:
-        """Start the writer thread; call on the event loop that will call read()."""
+        """Start the writer thread; call on the event loop that hears of recorded taps."""
         loop = asyncio.get_running_loop()
         recorded = Handoff(loop, self._recorded)
         self._thread = threading.Thread(
@@ -93,14 +98,15 @@ class Recorder:
 
     async def close(self) -> None:
         """Commit every tap read so far (unless the disk is still full), then stop."""
-        self._closing.set()
-        self._jobs.put(None)
+        with self._reading:  # a read in progress puts its tap before the end mark
+            self._closing.set()
+            self._jobs.put(None)
         if self._thread is not None:
             # In an executor, so the loop keeps running the writer's last callbacks
             # (their log lines) while it finishes; they all come before this returns.
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-        if self._unsaved:
-            log.critical("taps not recorded: the disk is full count=%d", self._unsaved)
+        if self.unsaved:
+            log.critical("taps not recorded: the disk is full count=%d", self.unsaved)
 
     def alive(self) -> bool:
         """The writer thread runs and is not stuck in one commit (systemd's watchdog)."""
@@ -109,15 +115,21 @@ class Recorder:
         return self._thread is not None and self._thread.is_alive() and not stuck
 
     def reconfigure(self, settings: Config) -> None:
-        self.settings = settings
-        self._debouncer.set_window(settings.taps.debounce)
+        with self._reading:
+            self.settings = settings
+            self._debouncer.set_window(settings.taps.debounce)
 
     @property
     def unsaved(self) -> int:
-        return self._unsaved
+        return self._taken - self._recorded_count
 
     def read(self, reader: Reader, raw: str) -> bool:
-        """One card read by `reader`: True if it goes to be recorded (not garbage or a repeat)."""
+        """One card read by `reader`: True if it goes to be recorded (not garbage or a
+        repeat). Called from the reader threads."""
+        with self._reading:
+            return self._take(reader, raw)
+
+    def _take(self, reader: Reader, raw: str) -> bool:
         taps = self.settings.taps
         card_no = normalize(raw, taps.card_format, taps.reverse_bytes)
         if isinstance(card_no, InvalidCard):
@@ -134,7 +146,7 @@ class Recorder:
             return False
         if self._closing.is_set():
             return False
-        if self._unsaved >= UNSAVED_MAX:
+        if self.unsaved >= UNSAVED_MAX:
             log.critical("tap lost: disk full and memory buffer full card_no=%s", card_no)
             return False
         synced = self._synchronized(at_mono)
@@ -151,7 +163,7 @@ class Recorder:
         )
         settings = self.settings
         hold = settings.device.require_clock_sync and not synced
-        self._unsaved += 1
+        self._taken += 1
         self._jobs.put(_Job(tap, settings.device.tz, settings.taps.min_checkout_after, hold))
         return True
 
@@ -196,12 +208,12 @@ class Recorder:
         self._repeats.report(
             "store",
             logging.CRITICAL,
-            f"{error}: taps kept in memory and retried unsaved={self._unsaved}",
+            f"{error}: taps kept in memory and retried unsaved={self.unsaved}",
             self._clock.now_mono(),
         )
 
     def _recorded(self, tap: Tap) -> None:
-        self._unsaved -= 1
+        self._recorded_count += 1
         log.info(
             "tap recorded card_no=%s reader=%s checktype=%s state=%s%s",
             tap.card_no,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -129,3 +130,47 @@ def test_a_writer_stuck_in_one_commit_is_not_alive(
     finally:
         blocker.close()
     assert committed(settings) == ["0012822001"]
+
+
+def test_reads_from_several_reader_threads_are_all_recorded_in_each_readers_order(
+    settings: Config,
+) -> None:
+    readers = [settings.readers[0].model_copy(update={"name": f"r{n}"}) for n in range(3)]
+    per_reader = 40
+
+    async def scenario() -> None:
+        done = asyncio.Event()
+        count = 0
+
+        def on_recorded(tap: Tap) -> None:
+            nonlocal count
+            count += 1
+            if count == per_reader * len(readers):
+                done.set()
+
+        recorder = Recorder(settings.storage.path, settings, FakeClock(), on_recorded)
+        recorder.start()
+
+        def tap_all(index: int) -> None:
+            for n in range(per_reader):
+                # Distinct cards: the shared debouncer must not merge them.
+                assert recorder.read(readers[index], f"{index + 1:02d}{n + 1:08d}")
+
+        threads = [threading.Thread(target=tap_all, args=(i,)) for i in range(len(readers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        await asyncio.wait_for(done.wait(), 20)
+        assert recorder.unsaved == 0
+        await recorder.close()
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(settings.storage.path)
+    try:
+        rows = conn.execute("SELECT reader, card_no FROM taps ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    for index, reader in enumerate(readers):
+        cards = [card for name, card in rows if name == reader.name]
+        assert cards == [f"{index + 1:02d}{n + 1:08d}" for n in range(per_reader)]
