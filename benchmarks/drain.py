@@ -31,7 +31,7 @@ CARDS = 2000
 def backlog(path: Path, taps: int) -> None:
     """`taps` pending taps over a week, CARDS cards: written fast, durability is not measured."""
     store = Store.open(path)
-    store._db.execute("PRAGMA synchronous = OFF")
+    store._conn.execute("PRAGMA synchronous = OFF")
     start = datetime.now(UTC) - timedelta(days=7)
     step = timedelta(days=7) / taps
     rng = random.Random(7)

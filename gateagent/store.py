@@ -9,7 +9,10 @@ States: `pending` (to send), `delivered`, `rejected` (kept with the reason), `ig
 (kept, never sent), `held` (recorded while the clock was not synchronized).
 
 The schema is versioned with sqlite-utils migrations, and `PRAGMA user_version` carries
-the schema number for anyone looking with the sqlite3 shell. A damaged file is moved
+the schema number for anyone looking with the sqlite3 shell. Only `Store.open` (the
+daemon) applies them and imports sqlite_utils; queries go through the standard sqlite3
+module, so `status` and `export` start without sqlite_utils and its dependencies (a
+third of the 100 ms `gateagent status` may take, benchmarks/bigdb.py). A damaged file is moved
 aside with its `-wal` and `-shm`, never overwritten.
 """
 
@@ -23,15 +26,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from sqlite_utils import Database, Migrations
 
 from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry
 from gateagent.core.clockfix import correct
 from gateagent.core.direction import Decision, Direction, EarlierTap, decide
 from gateagent.errors import DiskFull, StoreError
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database, Migrations
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +44,7 @@ CLOCK_UNKNOWN = "clock-unknown"
 CLOCK_UNSYNCHRONIZED = "clock-unsynchronized"
 _PURGE_BATCH = 5000
 
-migrations = Migrations("gateagent")
 
-
-@migrations()
 def m001_taps(db: Database) -> None:
     db.executescript(
         """
@@ -102,7 +103,6 @@ def m001_taps(db: Database) -> None:
     )
 
 
-@migrations()
 def m002_lean_indexes(db: Database) -> None:
     # Every index a new tap enters is one more page in the WAL at each commit, and the
     # commit is the tap path's cost (benchmarks/ingest.py). The direction query reads
@@ -117,6 +117,16 @@ def m002_lean_indexes(db: Database) -> None:
         PRAGMA user_version = 2;
         """
     )
+
+
+def migrations() -> Migrations:
+    """The schema's migrations, in order."""
+    from sqlite_utils import Migrations  # noqa: PLC0415 (see the module's docstring)
+
+    chain = Migrations("gateagent")
+    for migration in (m001_taps, m002_lean_indexes):
+        chain()(migration)
+    return chain
 
 
 @dataclass(frozen=True)
@@ -173,9 +183,9 @@ def parse_iso(text: str) -> datetime:
 class Store:
     """One connection to the tap database, used from one thread."""
 
-    def __init__(self, path: Path, db: Database) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
-        self._db = db
+        self._conn = conn
 
     @classmethod
     def open(cls, path: Path, now: datetime | None = None) -> Store:
@@ -187,8 +197,8 @@ class Store:
             problem = _damage(path)
             if problem is not None:
                 moved = _move_aside(path, now, problem)
+            _migrate(path)
             store = cls(path, _connect(path))
-            migrations.apply(store._db)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the tap database {path}: {exc}") from None
         except OSError as exc:
@@ -213,7 +223,7 @@ class Store:
         return cls.connect(path)
 
     def close(self) -> None:
-        self._db.close()
+        self._conn.close()
 
     # -- recording -----------------------------------------------------------------
 
@@ -242,7 +252,7 @@ class Store:
                 )
                 checktype, state, reason = _columns(decision)
             tapped_at = iso(tap.tapped_at)
-            cursor = self._db.execute(
+            cursor = self._conn.execute(
                 "INSERT INTO taps (tap_id, card_no, reader, gate, direction, checktype, state,"
                 " reason, tapped_at, at_mono, boot_id, clock_synced, recorded_at, settled_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -279,7 +289,7 @@ class Store:
         # decide() needs only the card's first check-in of that local day up to `at`.
         local = at.astimezone(tz)
         midnight = datetime(local.year, local.month, local.day, tzinfo=tz)
-        row = self._db.execute(
+        row = self._conn.execute(
             "SELECT min(tapped_at) FROM taps WHERE card_no = ? AND checktype = 1"
             " AND tapped_at >= ? AND tapped_at <= ?",
             (card_no, iso(midnight), iso(at)),
@@ -295,7 +305,7 @@ class Store:
         when another process (`gateagent requeue`) is writing; taking the lock up front
         waits for it instead, up to the connection's busy timeout.
         """
-        conn = self._db.conn
+        conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -317,7 +327,7 @@ class Store:
         min_checkout_after_s: float,
     ) -> int:
         """The clock synchronized: correct this boot's held taps, decide them, send them."""
-        rows = self._db.execute(
+        rows = self._conn.execute(
             "SELECT seq, card_no, direction, at_mono FROM taps"
             " WHERE state = 'held' AND boot_id = ? ORDER BY at_mono",
             (boot_id,),
@@ -327,7 +337,7 @@ class Store:
                 at = correct(wall_at_sync, mono_at_sync, at_mono)
                 decision = self._decide(card_no, at, direction, tz, min_checkout_after_s)
                 checktype, state, reason = _columns(decision)
-                self._db.execute(
+                self._conn.execute(
                     "UPDATE taps SET tapped_at = ?, checktype = ?, state = ?, reason = ?,"
                     " settled_at = ? WHERE seq = ?",
                     (
@@ -343,7 +353,7 @@ class Store:
 
     def mark_clock_unknown(self, boot_id: str) -> int:
         """Held taps of earlier boots can never be corrected: say so until a technician acts."""
-        cursor = self._db.execute(
+        cursor = self._conn.execute(
             "UPDATE taps SET reason = ? WHERE state = 'held' AND boot_id != ? AND reason IS NOT ?",
             (CLOCK_UNKNOWN, boot_id, CLOCK_UNKNOWN),
         )
@@ -354,7 +364,7 @@ class Store:
     def pending(self, after_seq: int, limit: int) -> list[Tap]:
         """Pending taps in the order they were recorded, from `after_seq` on."""
         try:
-            rows = self._db.execute(
+            rows = self._conn.execute(
                 "SELECT seq, tap_id, card_no, reader, gate, direction, checktype, state, reason,"
                 " tapped_at, attempts FROM taps WHERE state = 'pending' AND seq > ?"
                 " ORDER BY seq LIMIT ?",
@@ -370,7 +380,7 @@ class Store:
         try:
             with self._writing():
                 for answer in answers:
-                    self._db.execute(*_settling(answer, at))
+                    self._conn.execute(*_settling(answer, at))
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot write the server's answers in {self.path}: {exc}") from None
 
@@ -401,7 +411,7 @@ class Store:
                 "UPDATE taps SET state = 'pending', reason = NULL, settled_at = NULL,"
                 " checktype = coalesce(checktype, CASE direction WHEN 'out' THEN 2 ELSE 1 END)"
             )
-        cursor = self._db.execute(f"{sql} WHERE {' AND '.join(where)}", params)
+        cursor = self._conn.execute(f"{sql} WHERE {' AND '.join(where)}", params)
         return cursor.rowcount
 
     def purge(self, now: datetime, keep_sent_s: float, keep_rejected_s: float) -> int:
@@ -414,7 +424,7 @@ class Store:
             cutoff = iso(now - timedelta(seconds=keep_s))
             marks = ", ".join("?" for _ in states)
             while True:
-                cursor = self._db.execute(
+                cursor = self._conn.execute(
                     f"DELETE FROM taps WHERE seq IN (SELECT seq FROM taps WHERE state IN ({marks})"  # noqa: S608
                     " AND settled_at < ? LIMIT ?)",
                     (*states, cutoff, _PURGE_BATCH),
@@ -427,45 +437,47 @@ class Store:
     def export(self, states: Sequence[str] = STATES) -> Iterator[dict[str, Any]]:
         """Every tap in the given states, oldest first, streamed row by row."""
         marks = ", ".join("?" for _ in states)
-        return self._db.query(
+        cursor = self._conn.execute(
             f"SELECT tap_id, card_no, reader, gate, checktype, state, reason, tapped_at,"  # noqa: S608
             f" clock_synced, attempts, last_error, student_name, attendance_status,"
             f" recorded_at, settled_at FROM taps WHERE state IN ({marks}) ORDER BY seq",
             list(states),
         )
+        names = [column[0] for column in cursor.description]
+        return (dict(zip(names, row, strict=True)) for row in cursor)
 
     # -- health ----------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        return {row[0]: row[1] for row in self._db.execute("SELECT state, n FROM tap_counts")}
+        return {row[0]: row[1] for row in self._conn.execute("SELECT state, n FROM tap_counts")}
 
     def oldest_pending(self) -> datetime | None:
-        row = self._db.execute(
+        row = self._conn.execute(
             "SELECT tapped_at FROM taps WHERE state = 'pending' ORDER BY seq LIMIT 1"
         ).fetchone()
         return parse_iso(row[0]) if row else None
 
     def last_delivery(self) -> datetime | None:
-        row = self._db.execute(
+        row = self._conn.execute(
             # `IS NOT NULL` lets SQLite use the partial index taps_settled.
             "SELECT max(settled_at) FROM taps WHERE state = 'delivered' AND settled_at IS NOT NULL"
         ).fetchone()
         return parse_iso(row[0]) if row and row[0] else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self._db.execute(
+        self._conn.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
 
     def meta(self) -> dict[str, str]:
-        return {row[0]: row[1] for row in self._db.execute("SELECT key, value FROM meta")}
+        return {row[0]: row[1] for row in self._conn.execute("SELECT key, value FROM meta")}
 
     def set_reader(
         self, name: str, connected: bool, last_tap_at: datetime | None, last_error: str | None
     ) -> None:
-        self._db.execute(
+        self._conn.execute(
             "INSERT INTO readers (name, connected, last_tap_at, last_error, updated_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
             " connected = excluded.connected, last_tap_at = excluded.last_tap_at,"
@@ -481,10 +493,10 @@ class Store:
 
     def forget_readers(self, keep: Sequence[str]) -> None:
         marks = ", ".join("?" for _ in keep)
-        self._db.execute(f"DELETE FROM readers WHERE name NOT IN ({marks})", list(keep))  # noqa: S608
+        self._conn.execute(f"DELETE FROM readers WHERE name NOT IN ({marks})", list(keep))  # noqa: S608
 
     def readers(self) -> list[dict[str, Any]]:
-        rows = self._db.execute(
+        rows = self._conn.execute(
             "SELECT name, connected, last_tap_at, last_error FROM readers ORDER BY name"
         ).fetchall()
         return [
@@ -493,13 +505,27 @@ class Store:
         ]
 
 
-def _connect(path: Path) -> Database:
-    conn = sqlite3.connect(str(path), timeout=10.0)
-    db = Database(conn, execute_plugins=False)
-    db.enable_wal()
+def _connect(path: Path) -> sqlite3.Connection:
+    # Autocommit (isolation_level None): a statement outside BEGIN ... COMMIT commits at
+    # once, and the transactions are the explicit ones of _writing().
+    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a commit is on the disk before record() returns (SPEC "Operations").
-    db.execute("PRAGMA synchronous = FULL")
-    return db
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _migrate(path: Path) -> None:
+    """Create or upgrade the schema with sqlite-utils, on a connection of its own."""
+    from sqlite_utils import Database  # noqa: PLC0415 (see the module's docstring)
+
+    db = Database(sqlite3.connect(str(path), timeout=10.0), execute_plugins=False)
+    try:
+        db.enable_wal()
+        db.execute("PRAGMA synchronous = FULL")
+        migrations().apply(db)
+    finally:
+        db.close()
 
 
 def _damage(path: Path) -> str | None:

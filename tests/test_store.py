@@ -64,8 +64,8 @@ def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_every_connection_is_wal_and_full(store: Store) -> None:
-    assert store._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert store._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert store._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
 
 
 def test_a_recorded_tap_is_committed_at_once(store: Store, db_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_a_version_1_database_is_upgraded_with_its_taps(db_path: Path) -> None:
     from gateagent.store import migrations
 
     db = Database(db_path)
-    migrations.apply(db, stop_before="m002_lean_indexes")
+    migrations().apply(db, stop_before="m002_lean_indexes")
     db.close()
     assert rows(db_path, "PRAGMA user_version") == [(1,)]
     # A check-in written by version 1 still decides the next tap after the upgrade.
@@ -121,13 +121,13 @@ def test_the_daemons_and_status_queries_never_scan_the_taps(
     # On a million taps a scan costs seconds. Partial indexes serve only queries whose
     # WHERE implies the index's own, so a query reworded without that term would scan.
     statements: list[str] = []
-    store._db.conn.set_trace_callback(statements.append)
+    store._conn.set_trace_callback(statements.append)
     query(store)
-    store._db.conn.set_trace_callback(None)
+    store._conn.set_trace_callback(None)
     reads = [sql for sql in statements if sql.lstrip().upper().startswith(("SELECT", "DELETE"))]
     assert reads
     for sql in reads:
-        plan = [row[-1] for row in store._db.conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        plan = [row[-1] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
         # "SCAN taps" and a bare "SEARCH taps" both read the whole table.
         unindexed = [step for step in plan if step.split()[1:2] == ["taps"] and "USING" not in step]
         assert not unindexed, (sql, plan)
@@ -373,7 +373,7 @@ def test_corrupted_page_is_moved_aside(db_path: Path) -> None:
     store = Store.open(db_path)
     for n in range(300):
         record(store, new_tap(card_no=f"{n:06d}"))
-    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
     data = bytearray(db_path.read_bytes())
     page = 4096
@@ -388,12 +388,12 @@ def test_corrupted_page_is_moved_aside(db_path: Path) -> None:
 
 def test_disk_full_is_reported_and_nothing_half_written(store: Store) -> None:
     record(store, new_tap(card_no="0001"))
-    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")
     with pytest.raises(DiskFull):
         for n in range(2000):
             record(store, new_tap(card_no=f"x{n:05d}" + "9" * 20))
     counted = store.counts()["pending"]
-    store._db.execute("PRAGMA max_page_count = 1000000")
+    store._conn.execute("PRAGMA max_page_count = 1000000")
     record(store, new_tap(card_no="0002"))
     assert store.counts()["pending"] == counted + 1
