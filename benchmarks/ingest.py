@@ -1,6 +1,6 @@
 """Taps recorded per second through the real `run` path, beside a bare sqlite3 loop.
 
-    .venv/bin/python benchmarks/ingest.py [--taps 2000]
+    .venv/bin/python benchmarks/ingest.py [--taps 4000] [--rounds 5]
 
 The path: stdin reader -> decode -> normalize -> debounce -> direction (a query of the
 card's earlier taps) -> one INSERT and one commit (WAL, synchronous=FULL) -> log line.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import statistics
 import tempfile
 import time
 import uuid
@@ -81,19 +82,22 @@ def through_run(folder: Path, taps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--taps", type=int, default=2000)
+    parser.add_argument("--taps", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=5, help="the three, side by side, N times")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as name:
-        folder = Path(name)
-        bare_rate = bare(folder, args.taps)
-        same_rate = same_sql(folder, args.taps)
-        run_rate = through_run(folder, args.taps)
+    ratios: list[float] = []
     print(f"machine: {machine()}")
-    print(f"bare sqlite3 (WAL, FULL, 1 insert/commit):  {bare_rate:8.0f} taps/s")
-    print(f"bare sqlite3, gateagent's schema and SQL:   {same_rate:8.0f} taps/s")
-    print(f"gateagent run (stdin -> commit):             {run_rate:8.0f} taps/s")
+    print("   bare  same SQL       run   ratio  (taps/s; ratio = run / bare, target >= 0.8)")
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(dir=Path.cwd()) as name:
+            folder = Path(name)
+            bare_rate = bare(folder, args.taps)
+            same_rate = same_sql(folder, args.taps)
+            run_rate = through_run(folder, args.taps)
+        ratios.append(run_rate / bare_rate)
+        print(f"{bare_rate:7.0f} {same_rate:9.0f} {run_rate:9.0f} {ratios[-1]:7.2f}")
     print(
-        f"ratio: {run_rate / bare_rate:.2f} (target >= 0.8); to its own SQL {run_rate / same_rate:.2f}"
+        f"ratio: median {statistics.median(ratios):.2f}, min {min(ratios):.2f}, max {max(ratios):.2f}"
     )
 
 
