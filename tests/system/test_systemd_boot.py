@@ -305,8 +305,10 @@ def test_a_wedged_loop_stops_the_watchdog_and_systemd_restarts(
     pi: Pi, configured: subprocess.Popen[str]
 ) -> None:
     before = int(pi.show("NRestarts")["NRestarts"])
-    # Another process holds the database for longer than WatchdogSec: the daemon's
-    # next commit waits on SQLite's lock, its loop stops, and so do the pings.
+    # Another process holds the database's write lock for longer than WatchdogSec, and
+    # a reload makes the event loop write the readers' table: the loop waits on SQLite's
+    # lock, and the pings stop. (Taps would not do: the writer thread commits them, and
+    # the loop goes on.)
     holder = subprocess.Popen(
         pi.command(
             "/opt/gateagent/venv/bin/python", "-c",
@@ -319,7 +321,7 @@ def test_a_wedged_loop_stops_the_watchdog_and_systemd_restarts(
     )  # fmt: skip
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "held"
-    tap(configured, "0012822001")
+    pi.run("systemctl", "kill", "--signal=HUP", "gateagent")
     holder.wait(30)
     holder.stdout.close()
     pi.wait_show({"ActiveState": "active", "SubState": "running"}, timeout_s=60)
