@@ -51,13 +51,7 @@ from harness import machine
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.system.machines import (  # noqa: E402
-    chroot,
-    copy_root,
-    kernel_root,
-    tools_missing,
-    wheelhouse,
-)
+from tests.system.machines import tools_missing, vm_root  # noqa: E402
 
 DATABASE = "/var/lib/gateagent/taps.db"
 INIT = """#!/bin/sh
@@ -242,11 +236,7 @@ def build(work: Path, rev: str, checkout: Path | None) -> tuple[Path, Path, Path
         subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
         what = f"commit {commit}"
     root = work / "root"
-    copy_root(kernel_root(), root)
-    wheelhouse(root / "opt/wheels", source)
-    chroot(root, "python3", "-m", "venv", "--system-site-packages", "/opt/venv")
-    chroot(root, "/opt/venv/bin/python", "-m", "pip", "install", "--quiet", "--no-index",
-           "--find-links", "/opt/wheels", "gateagent")  # fmt: skip
+    vm_root(root, source)
     shutil.copy(REPO / "benchmarks/power_cut_in_vm.py", root / "opt/power_cut_in_vm.py")
     (root / "opt/init.sh").write_text(INIT)
     (root / "opt/init.sh").chmod(0o755)

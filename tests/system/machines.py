@@ -125,3 +125,13 @@ def wheelhouse(folder: Path, source: Path = ROOT) -> Path:
         capture_output=True,
     )
     return folder
+
+
+def vm_root(root: Path, source: Path = ROOT) -> None:
+    """At `root`: kernel_root() with gateagent (from `source`) installed from a wheelhouse
+    into /opt/venv, which sees Debian's python3-evdev as a Pi's install does."""
+    copy_root(kernel_root(), root)
+    wheelhouse(root / "opt/wheels", source)
+    chroot(root, "python3", "-m", "venv", "--system-site-packages", "/opt/venv")
+    chroot(root, "/opt/venv/bin/python", "-m", "pip", "install", "--quiet", "--no-index",
+           "--find-links", "/opt/wheels", "gateagent")  # fmt: skip

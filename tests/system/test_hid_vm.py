@@ -18,14 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests import secrets_sweep
-from tests.system.machines import (
-    ROOT,
-    chroot,
-    copy_root,
-    kernel_root,
-    tools_missing,
-    wheelhouse,
-)
+from tests.system.machines import ROOT, tools_missing, vm_root
 
 INIT = """#!/bin/sh
 mount -t proc proc /proc
@@ -46,11 +39,7 @@ def test_hid_reader_on_a_real_uinput_device(tmp_path: Path) -> None:
     if reason:
         pytest.skip(reason)
     root = tmp_path / "root"
-    copy_root(kernel_root(), root)
-    wheelhouse(root / "opt/wheels")
-    chroot(root, "python3", "-m", "venv", "--system-site-packages", "/opt/venv")
-    chroot(root, "/opt/venv/bin/python", "-m", "pip", "install", "--quiet", "--no-index",
-           "--find-links", "/opt/wheels", "gateagent")  # fmt: skip
+    vm_root(root)
     shutil.copy(ROOT / "tests/system/hid_in_vm.py", root / "opt/hid_in_vm.py")
     (root / "opt/init.sh").write_text(INIT)
     (root / "opt/init.sh").chmod(0o755)
