@@ -104,7 +104,11 @@ class Daemon:
                 store, settings, transport=self._transport, on_state=self._uplink_state
             )
             self._recorder = Recorder(
-                settings.storage.path, settings, self._clock, on_recorded=self._recorded
+                settings.storage.path,
+                settings,
+                self._clock,
+                on_recorded=self._recorded,
+                on_released=self._released,
             )
             self._recorder.start()
             store.set_meta("uplink_state", "ok")
@@ -288,15 +292,24 @@ class Daemon:
 
     def _release_held(self) -> None:
         settings = self.settings
-        released = self._store.release_held(
-            self._clock.boot_id(),
-            self._clock.now_utc(),
-            self._clock.now_mono(),
-            settings.device.tz,
-            settings.taps.min_checkout_after,
-        )
-        if released:
-            log.info("held taps corrected and released count=%d", released)
+        try:
+            released = self._store.release_held(
+                self._clock.boot_id(),
+                self._clock.now_utc(),
+                self._clock.now_mono(),
+                settings.device.tz,
+                settings.taps.min_checkout_after,
+            )
+        except GateagentError as exc:
+            # The recorder releases them before the next tap it records, or this
+            # runs again when the next held tap is recorded.
+            log.error("held taps not released: %s", exc)
+            return
+        self._released(released)
+
+    def _released(self, count: int) -> None:
+        if count:
+            log.info("held taps corrected and released count=%d", count)
             self._uploader.rescan()
 
     def _purge(self) -> None:

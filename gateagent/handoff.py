@@ -9,12 +9,15 @@ cost more than the items, so a burst shares one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Handoff(Generic[T]):
@@ -36,4 +39,8 @@ class Handoff(Generic[T]):
     def _drain(self) -> None:
         self._woken.clear()
         while self._items:
-            self._handle(self._items.popleft())
+            item = self._items.popleft()
+            try:
+                self._handle(item)
+            except Exception:  # one item's trouble must not strand the items behind it
+                log.exception("handling an item from another thread failed")

@@ -65,10 +65,12 @@ class Recorder:
         settings: Config,
         clock: Clock,
         on_recorded: Callable[[Tap], None] = lambda tap: None,
+        on_released: Callable[[int], None] = lambda count: None,
     ) -> None:
         self._path = path
         self._clock = clock
         self._on_recorded = on_recorded
+        self._on_released = on_released
         self._repeats = Repeats(log)
         self.settings = settings
         self._debouncer = Debouncer(settings.taps.debounce)
@@ -83,6 +85,7 @@ class Recorder:
         self._taken = 0
         self._recorded_count = 0
         self._failing = False
+        self._last_error: Exception | None = None
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._attempt_since: float | None = None
@@ -106,7 +109,11 @@ class Recorder:
             # (their log lines) while it finishes; they all come before this returns.
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         if self.unsaved:
-            log.critical("taps not recorded: the disk is full count=%d", self.unsaved)
+            log.critical(
+                "taps not recorded at stop count=%d error=%s",
+                self.unsaved,
+                _describe(self._last_error) if self._last_error else "-",
+            )
 
     def alive(self) -> bool:
         """The writer thread runs and is not stuck in one commit (systemd's watchdog)."""
@@ -179,36 +186,64 @@ class Recorder:
 
     def _write(self, loop: asyncio.AbstractEventLoop, recorded: Handoff[Tap]) -> None:
         store: Store | None = None
+        # The boot whose held taps this thread committed and nobody released yet.
+        held_boot: str | None = None
         try:
             while (job := self._jobs.get()) is not None:
                 while True:
                     self._attempt_since = time.monotonic()
                     try:
                         store = store or Store.connect(self._path)
+                        if held_boot == job.tap.boot_id and job.tap.clock_synced:
+                            # The clock synchronized since those held taps: release them
+                            # first, so this tap's direction counts them and it does not
+                            # overtake them (the loop's own release may come seconds later).
+                            self._release(loop, store, job)
+                            held_boot = None
                         tap = store.record(job.tap, job.tz, job.min_checkout_after_s, job.hold)
-                    except StoreError as exc:
-                        # A full disk (or a database locked past the busy timeout): the tap
-                        # is not recorded yet, so it stays first in line and is tried again.
+                    except Exception as exc:  # a full disk, a lock held too long, or a bug
+                        # The tap is not recorded yet: it stays first in line and is tried
+                        # again on a new connection; reading goes on meanwhile.
                         loop.call_soon_threadsafe(self._failed, exc)
+                        if store is not None:
+                            store.close()
+                            store = None
                     else:
                         break
                     finally:
                         self._attempt_since = None
-                    if self._closing.wait(RETRY_S):
-                        return
+                    if self._closing.is_set():
+                        return  # the last try, made after the stop began, failed too
+                    self._closing.wait(RETRY_S)
+                if tap.state == "held":
+                    held_boot = job.tap.boot_id
                 recorded.put(tap)
         finally:
             if store is not None:
                 store.close()
 
+    def _release(self, loop: asyncio.AbstractEventLoop, store: Store, job: _Job) -> None:
+        released = store.release_held(
+            job.tap.boot_id,
+            self._clock.now_utc(),
+            self._clock.now_mono(),
+            job.tz,
+            job.min_checkout_after_s,
+        )
+        if released:
+            loop.call_soon_threadsafe(self._on_released, released)
+
     # -- back on the loop -----------------------------------------------------------
 
-    def _failed(self, error: StoreError) -> None:
+    def _failed(self, error: Exception) -> None:
         self._failing = True
+        self._last_error = error
+        if not isinstance(error, StoreError):
+            log.error("recording a tap failed", exc_info=error)
         self._repeats.report(
             "store",
             logging.CRITICAL,
-            f"{error}: taps kept in memory and retried unsaved={self.unsaved}",
+            f"{_describe(error)}: taps kept in memory and retried unsaved={self.unsaved}",
             self._clock.now_mono(),
         )
 
@@ -228,3 +263,7 @@ class Recorder:
                 "store", "the database takes taps again: kept taps recorded", self._clock.now_mono()
             )
         self._on_recorded(tap)
+
+
+def _describe(error: Exception) -> str:
+    return str(error) if isinstance(error, StoreError) else f"{type(error).__name__}: {error}"

@@ -326,13 +326,30 @@ class Store:
         tz: ZoneInfo,
         min_checkout_after_s: float,
     ) -> int:
-        """The clock synchronized: correct this boot's held taps, decide them, send them."""
-        rows = self._conn.execute(
-            "SELECT seq, card_no, direction, at_mono FROM taps"
-            " WHERE state = 'held' AND boot_id = ? ORDER BY at_mono",
-            (boot_id,),
-        ).fetchall()
+        """The clock synchronized: correct this boot's held taps, decide them, send them.
+
+        Both the recorder's writer thread and the daemon's loop may call this; the held
+        taps are read inside the write transaction, so a tap is released once.
+        """
+        try:
+            return self._release_held(boot_id, wall_at_sync, mono_at_sync, tz, min_checkout_after_s)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot release held taps in {self.path}: {exc}") from None
+
+    def _release_held(
+        self,
+        boot_id: str,
+        wall_at_sync: datetime,
+        mono_at_sync: float,
+        tz: ZoneInfo,
+        min_checkout_after_s: float,
+    ) -> int:
         with self._writing():
+            rows = self._conn.execute(
+                "SELECT seq, card_no, direction, at_mono FROM taps"
+                " WHERE state = 'held' AND boot_id = ? ORDER BY at_mono",
+                (boot_id,),
+            ).fetchall()
             for seq, card_no, direction, at_mono in rows:
                 at = correct(wall_at_sync, mono_at_sync, at_mono)
                 decision = self._decide(card_no, at, direction, tz, min_checkout_after_s)

@@ -58,3 +58,21 @@ def test_a_burst_costs_one_wake_up_of_the_loop() -> None:
 
     asyncio.run(scenario())
     assert wake_ups == 2
+
+
+def test_an_item_that_fails_does_not_strand_the_items_behind_it() -> None:
+    got: list[int] = []
+
+    def handle(item: int) -> None:
+        if item == 1:
+            raise ValueError("a bug in the handler")
+        got.append(item)
+
+    async def scenario() -> None:
+        handoff = Handoff(asyncio.get_running_loop(), handle)
+        for item in range(4):
+            handoff.put(item)
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    assert got == [0, 2, 3]

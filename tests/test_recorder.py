@@ -174,3 +174,74 @@ def test_reads_from_several_reader_threads_are_all_recorded_in_each_readers_orde
     for index, reader in enumerate(readers):
         cards = [card for name, card in rows if name == reader.name]
         assert cards == [f"{index + 1:02d}{n + 1:08d}" for n in range(per_reader)]
+
+
+def test_an_unexpected_error_in_a_commit_is_logged_and_the_tap_tried_again(
+    settings: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = Store.record
+    calls = 0
+
+    def failing_once(store: Store, *args: object) -> Tap:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("a bug")
+        return record(store, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Store, "record", failing_once)
+    monkeypatch.setattr(recorder_module, "RETRY_S", 0.05)
+
+    async def scenario() -> None:
+        done = asyncio.Event()
+        recorder = Recorder(settings.storage.path, settings, FakeClock(), lambda tap: done.set())
+        recorder.start()
+        recorder.read(settings.readers[0], "0012822001")
+        await asyncio.wait_for(done.wait(), 20)
+        assert recorder.alive()
+        await recorder.close()
+
+    asyncio.run(scenario())
+    assert committed(settings) == ["0012822001"]
+    assert "ValueError: a bug: taps kept in memory and retried" in caplog.text
+
+
+def test_held_taps_are_released_before_the_first_tap_after_the_clock_synchronized(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        "http://127.0.0.1:9/",
+        device={"require_clock_sync": True},
+        taps={"debounce": "0s", "min_checkout_after": "0s"},
+    )
+    Store.open(settings.storage.path).close()
+    released: list[int] = []
+    recorded: list[Tap] = []
+
+    async def scenario() -> None:
+        clock = FakeClock(synced=False)
+        two = asyncio.Event()
+
+        def on_recorded(tap: Tap) -> None:
+            recorded.append(tap)
+            if len(recorded) == 2:
+                two.set()
+
+        recorder = Recorder(
+            settings.storage.path, settings, clock, on_recorded, on_released=released.append
+        )
+        recorder.start()
+        reader = settings.readers[0]
+        recorder.read(reader, "0012822001")  # held: the clock is not synchronized
+        clock.advance(recorder_module.SYNC_CHECK_S + 1)
+        clock.synced = True
+        recorder.read(reader, "0012822001")  # the same card, after the sync
+        await asyncio.wait_for(two.wait(), 20)
+        await recorder.close()
+
+    asyncio.run(scenario())
+    assert [tap.state for tap in recorded] == ["held", "pending"]
+    assert released == [1]
+    # The held tap, released first, is the day's check-in; the later one checks out.
+    assert recorded[1].checktype == 2
