@@ -19,11 +19,10 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from gateagent import __version__, configfile
 from gateagent.errors import ConfigError, GateagentError
-from gateagent.store import STATES, Store
+from gateagent.store import EXPORT_COLUMNS, STATES, Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -53,8 +52,7 @@ def _run(args: argparse.Namespace) -> int:
 
     path = configfile.config_path(args.config)
     settings = config.load(path)
-    token = settings.uplink.token
-    logs.setup(secrets=[token.get_secret_value()] if token is not None else [])
+    logs.setup()
     return Daemon(path, settings, SystemClock(), notifier=Notifier.from_environ()).run()
 
 
@@ -94,12 +92,9 @@ def _status(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     store = _open_store(args)
     try:
-        writer: Any = None
-        for row in store.export(args.state or STATES):
-            if writer is None:
-                writer = csv.DictWriter(sys.stdout, fieldnames=list(row), lineterminator="\n")
-                writer.writeheader()
-            writer.writerow(row)
+        writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+        writer.writeheader()  # also when no tap matches: a script reads the columns
+        writer.writerows(store.export(args.state or STATES))
     finally:
         store.close()
     return EXIT_OK

@@ -111,7 +111,7 @@ class Daemon:
                 on_released=self._released,
             )
             self._recorder.start()
-            store.set_meta("uplink_state", "ok")
+            self._uplink_state("ok", "")  # not the last run's state or message
             self._check_clock()
             counts = store.counts()
             stopping = asyncio.Event()
@@ -121,6 +121,7 @@ class Daemon:
             # Reader threads start at once and never hold up READY=1 (SPEC: ready once
             # the database is open); the first STATUS= goes before it, so a
             # `systemctl status` right after `start` shows it.
+            store.forget_readers([reader.name for reader in settings.readers])
             self._start_readers(settings.readers)
             self._notify_status()
             self._notifier.ready()
@@ -154,7 +155,6 @@ class Daemon:
 
     def _start_readers(self, readers: list[Reader]) -> None:
         loop = asyncio.get_running_loop()
-        self._store.forget_readers([reader.name for reader in readers])
         for reader in readers:
             running = _Running(reader)
             self._readers[reader.name] = running

@@ -236,10 +236,10 @@ class Recorder:
     # -- back on the loop -----------------------------------------------------------
 
     def _failed(self, error: Exception) -> None:
+        if not self._failing and not isinstance(error, StoreError):
+            log.error("recording a tap failed", exc_info=error)  # the traceback once
         self._failing = True
         self._last_error = error
-        if not isinstance(error, StoreError):
-            log.error("recording a tap failed", exc_info=error)
         self._repeats.report(
             "store",
             logging.CRITICAL,

@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATES = ("pending", "delivered", "rejected", "ignored", "held")
+# The columns of `export`, in order (README "Command line").
+EXPORT_COLUMNS = (
+    "tap_id", "card_no", "reader", "gate", "checktype", "state", "reason", "tapped_at",
+    "clock_synced", "attempts", "last_error", "student_name", "attendance_status",
+    "recorded_at", "settled_at",
+)  # fmt: skip
 CLOCK_UNKNOWN = "clock-unknown"
 CLOCK_UNSYNCHRONIZED = "clock-unsynchronized"
 _PURGE_BATCH = 5000
@@ -233,15 +239,7 @@ class Store:
         Raises DiskFull when SQLite reports SQLITE_FULL: the caller keeps the tap and
         tries again, nothing of it is half-written.
         """
-        try:
-            return self._record(tap, tz, min_checkout_after_s, hold)
-        except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                raise DiskFull(f"the disk of {self.path} is full") from None
-            raise StoreError(f"cannot record a tap in {self.path}: {exc}") from None
-
-    def _record(self, tap: NewTap, tz: ZoneInfo, min_checkout_after_s: float, hold: bool) -> Tap:
-        with self._writing():
+        with self._failing_as("record a tap"), self._writing():
             checktype: int | None
             reason: str | None
             if hold:
@@ -298,6 +296,16 @@ class Store:
         return decide(at, direction, earlier, tz, min_after_s)
 
     @contextmanager
+    def _failing_as(self, what: str) -> Iterator[None]:
+        """SQLite's errors as ours: DiskFull for SQLITE_FULL, else StoreError."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise DiskFull(f"the disk of {self.path} is full") from None
+            raise StoreError(f"cannot {what} in {self.path}: {exc}") from None
+
+    @contextmanager
     def _writing(self) -> Iterator[None]:
         """A write transaction that takes the write lock first (BEGIN IMMEDIATE).
 
@@ -331,20 +339,7 @@ class Store:
         Both the recorder's writer thread and the daemon's loop may call this; the held
         taps are read inside the write transaction, so a tap is released once.
         """
-        try:
-            return self._release_held(boot_id, wall_at_sync, mono_at_sync, tz, min_checkout_after_s)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot release held taps in {self.path}: {exc}") from None
-
-    def _release_held(
-        self,
-        boot_id: str,
-        wall_at_sync: datetime,
-        mono_at_sync: float,
-        tz: ZoneInfo,
-        min_checkout_after_s: float,
-    ) -> int:
-        with self._writing():
+        with self._failing_as("release held taps"), self._writing():
             rows = self._conn.execute(
                 "SELECT seq, card_no, direction, at_mono FROM taps"
                 " WHERE state = 'held' AND boot_id = ? ORDER BY at_mono",
@@ -370,36 +365,33 @@ class Store:
 
     def mark_clock_unknown(self, boot_id: str) -> int:
         """Held taps of earlier boots can never be corrected: say so until a technician acts."""
-        cursor = self._conn.execute(
-            "UPDATE taps SET reason = ? WHERE state = 'held' AND boot_id != ? AND reason IS NOT ?",
-            (CLOCK_UNKNOWN, boot_id, CLOCK_UNKNOWN),
-        )
-        return cursor.rowcount
+        with self._failing_as("mark held taps of earlier boots"):
+            cursor = self._conn.execute(
+                "UPDATE taps SET reason = ? WHERE state = 'held' AND boot_id != ?"
+                " AND reason IS NOT ?",
+                (CLOCK_UNKNOWN, boot_id, CLOCK_UNKNOWN),
+            )
+            return cursor.rowcount
 
     # -- the uploader ------------------------------------------------------------------
 
     def pending(self, after_seq: int, limit: int) -> list[Tap]:
         """Pending taps in the order they were recorded, from `after_seq` on."""
-        try:
+        with self._failing_as("read pending taps"):
             rows = self._conn.execute(
                 "SELECT seq, tap_id, card_no, reader, gate, direction, checktype, state, reason,"
                 " tapped_at, attempts FROM taps WHERE state = 'pending' AND seq > ?"
                 " ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot read pending taps from {self.path}: {exc}") from None
         return [_tap(row) for row in rows]
 
     def settle(self, answers: Sequence[Answer], now: datetime) -> None:
         """Write a batch of the uploader's answers in one commit."""
         at = iso(now)
-        try:
-            with self._writing():
-                for answer in answers:
-                    self._conn.execute(*_settling(answer, at))
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot write the server's answers in {self.path}: {exc}") from None
+        with self._failing_as("write the server's answers"), self._writing():
+            for answer in answers:
+                self._conn.execute(*_settling(answer, at))
 
     # -- technicians -----------------------------------------------------------------
 
@@ -411,115 +403,127 @@ class Store:
         drop: bool = False,
     ) -> int:
         """Send matching rejected (or held) taps again, or with `drop` settle them for good."""
-        where = [f"state IN ({', '.join('?' for _ in states)})"]
-        params: list[Any] = list(states)
-        if reason is not None:
-            where.append("reason = ?")
-            params.append(reason)
-        if card_no is not None:
-            where.append("card_no = ?")
-            params.append(card_no)
-        if drop:
-            sql = "UPDATE taps SET state = 'rejected', reason = 'dropped', settled_at = ?"
-            params.insert(0, iso(datetime.now(UTC)))
-        else:
-            # A held tap sent after a requeue keeps its uncorrectable time: the technician's call.
-            sql = (
-                "UPDATE taps SET state = 'pending', reason = NULL, settled_at = NULL,"
-                " checktype = coalesce(checktype, CASE direction WHEN 'out' THEN 2 ELSE 1 END)"
-            )
-        cursor = self._conn.execute(f"{sql} WHERE {' AND '.join(where)}", params)
-        return cursor.rowcount
+        with self._failing_as("requeue taps"):
+            where = [f"state IN ({', '.join('?' for _ in states)})"]
+            params: list[Any] = list(states)
+            if reason is not None:
+                where.append("reason = ?")
+                params.append(reason)
+            if card_no is not None:
+                where.append("card_no = ?")
+                params.append(card_no)
+            if drop:
+                sql = "UPDATE taps SET state = 'rejected', reason = 'dropped', settled_at = ?"
+                params.insert(0, iso(datetime.now(UTC)))
+            else:
+                # A held tap sent after a requeue keeps its uncorrectable time: the
+                # technician's call.
+                sql = (
+                    "UPDATE taps SET state = 'pending', reason = NULL, settled_at = NULL,"
+                    " checktype = coalesce(checktype, CASE direction WHEN 'out' THEN 2 ELSE 1 END)"
+                )
+            cursor = self._conn.execute(f"{sql} WHERE {' AND '.join(where)}", params)
+            return cursor.rowcount
 
     def purge(self, now: datetime, keep_sent_s: float, keep_rejected_s: float) -> int:
         """Retention: delete settled taps past their keep time; never pending or held ones."""
-        deleted = 0
-        for states, keep_s in (
-            (("delivered", "ignored"), keep_sent_s),
-            (("rejected",), keep_rejected_s),
-        ):
-            cutoff = iso(now - timedelta(seconds=keep_s))
-            marks = ", ".join("?" for _ in states)
-            while True:
-                cursor = self._conn.execute(
-                    f"DELETE FROM taps WHERE seq IN (SELECT seq FROM taps WHERE state IN ({marks})"  # noqa: S608
-                    " AND settled_at < ? LIMIT ?)",
-                    (*states, cutoff, _PURGE_BATCH),
-                )
-                deleted += cursor.rowcount
-                if cursor.rowcount < _PURGE_BATCH:
-                    break
-        return deleted
+        with self._failing_as("delete old taps"):
+            deleted = 0
+            for states, keep_s in (
+                (("delivered", "ignored"), keep_sent_s),
+                (("rejected",), keep_rejected_s),
+            ):
+                cutoff = iso(now - timedelta(seconds=keep_s))
+                marks = ", ".join("?" for _ in states)
+                while True:
+                    cursor = self._conn.execute(
+                        "DELETE FROM taps WHERE seq IN (SELECT seq FROM taps"  # noqa: S608
+                        f" WHERE state IN ({marks}) AND settled_at < ? LIMIT ?)",
+                        (*states, cutoff, _PURGE_BATCH),
+                    )
+                    deleted += cursor.rowcount
+                    if cursor.rowcount < _PURGE_BATCH:
+                        break
+            return deleted
 
     def export(self, states: Sequence[str] = STATES) -> Iterator[dict[str, Any]]:
         """Every tap in the given states, oldest first, streamed row by row."""
         marks = ", ".join("?" for _ in states)
-        cursor = self._conn.execute(
-            f"SELECT tap_id, card_no, reader, gate, checktype, state, reason, tapped_at,"  # noqa: S608
-            f" clock_synced, attempts, last_error, student_name, attendance_status,"
-            f" recorded_at, settled_at FROM taps WHERE state IN ({marks}) ORDER BY seq",
-            list(states),
-        )
-        names = [column[0] for column in cursor.description]
-        return (dict(zip(names, row, strict=True)) for row in cursor)
+        with self._failing_as("export taps"):
+            cursor = self._conn.execute(
+                f"SELECT {', '.join(EXPORT_COLUMNS)} FROM taps"  # noqa: S608
+                f" WHERE state IN ({marks}) ORDER BY seq",
+                list(states),
+            )
+            for row in cursor:
+                yield dict(zip(EXPORT_COLUMNS, row, strict=True))
 
     # -- health ----------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        return {row[0]: row[1] for row in self._conn.execute("SELECT state, n FROM tap_counts")}
+        with self._failing_as("count taps"):
+            return {row[0]: row[1] for row in self._conn.execute("SELECT state, n FROM tap_counts")}
 
     def oldest_pending(self) -> datetime | None:
-        row = self._conn.execute(
-            "SELECT tapped_at FROM taps WHERE state = 'pending' ORDER BY seq LIMIT 1"
-        ).fetchone()
-        return parse_iso(row[0]) if row else None
+        with self._failing_as("read the oldest pending tap"):
+            row = self._conn.execute(
+                "SELECT tapped_at FROM taps WHERE state = 'pending' ORDER BY seq LIMIT 1"
+            ).fetchone()
+            return parse_iso(row[0]) if row else None
 
     def last_delivery(self) -> datetime | None:
-        row = self._conn.execute(
-            # `IS NOT NULL` lets SQLite use the partial index taps_settled.
-            "SELECT max(settled_at) FROM taps WHERE state = 'delivered' AND settled_at IS NOT NULL"
-        ).fetchone()
-        return parse_iso(row[0]) if row and row[0] else None
+        with self._failing_as("read the last delivery"):
+            row = self._conn.execute(
+                # `IS NOT NULL` lets SQLite use the partial index taps_settled.
+                "SELECT max(settled_at) FROM taps"
+                " WHERE state = 'delivered' AND settled_at IS NOT NULL"
+            ).fetchone()
+            return parse_iso(row[0]) if row and row[0] else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self._conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        with self._failing_as("write the daemon's state"):
+            self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def meta(self) -> dict[str, str]:
-        return {row[0]: row[1] for row in self._conn.execute("SELECT key, value FROM meta")}
+        with self._failing_as("read the daemon's state"):
+            return {row[0]: row[1] for row in self._conn.execute("SELECT key, value FROM meta")}
 
     def set_reader(
         self, name: str, connected: bool, last_tap_at: datetime | None, last_error: str | None
     ) -> None:
-        self._conn.execute(
-            "INSERT INTO readers (name, connected, last_tap_at, last_error, updated_at)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
-            " connected = excluded.connected, last_tap_at = excluded.last_tap_at,"
-            " last_error = excluded.last_error, updated_at = excluded.updated_at",
-            (
-                name,
-                int(connected),
-                iso(last_tap_at) if last_tap_at else None,
-                last_error,
-                iso(datetime.now(UTC)),
-            ),
-        )
+        with self._failing_as("write a reader's state"):
+            self._conn.execute(
+                "INSERT INTO readers (name, connected, last_tap_at, last_error, updated_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " connected = excluded.connected, last_tap_at = excluded.last_tap_at,"
+                " last_error = excluded.last_error, updated_at = excluded.updated_at",
+                (
+                    name,
+                    int(connected),
+                    iso(last_tap_at) if last_tap_at else None,
+                    last_error,
+                    iso(datetime.now(UTC)),
+                ),
+            )
 
     def forget_readers(self, keep: Sequence[str]) -> None:
-        marks = ", ".join("?" for _ in keep)
-        self._conn.execute(f"DELETE FROM readers WHERE name NOT IN ({marks})", list(keep))  # noqa: S608
+        with self._failing_as("write the readers"):
+            marks = ", ".join("?" for _ in keep)
+            self._conn.execute(f"DELETE FROM readers WHERE name NOT IN ({marks})", list(keep))  # noqa: S608
 
     def readers(self) -> list[dict[str, Any]]:
-        rows = self._conn.execute(
-            "SELECT name, connected, last_tap_at, last_error FROM readers ORDER BY name"
-        ).fetchall()
-        return [
-            {"name": name, "connected": bool(connected), "last_tap_at": at, "last_error": error}
-            for name, connected, at, error in rows
-        ]
+        with self._failing_as("read the readers"):
+            rows = self._conn.execute(
+                "SELECT name, connected, last_tap_at, last_error FROM readers ORDER BY name"
+            ).fetchall()
+            return [
+                {"name": name, "connected": bool(connected), "last_tap_at": at, "last_error": error}
+                for name, connected, at, error in rows
+            ]
 
 
 def _connect(path: Path) -> sqlite3.Connection:

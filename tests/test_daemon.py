@@ -79,6 +79,12 @@ def test_sighup_reloads_and_refuses_a_bad_config(tmp_path: Path, sim: Simulator)
     run.process.send_signal(signal.SIGHUP)
     run.wait_for_line("configuration reloaded")
     sim.wait_for_accepted(1)  # flush_interval 0s now: the pending tap goes at once
+    # A reload that changed no reader leaves the readers as status shows them.
+    conn = sqlite3.connect(tmp_path / "taps.db")
+    try:
+        assert conn.execute("SELECT name FROM readers").fetchall() == [("desk",)]
+    finally:
+        conn.close()
     assert run.stop() == 0
     assert states(tmp_path / "taps.db") == [("0000000001", "delivered")]
 
@@ -245,6 +251,9 @@ def test_status_json_has_the_spec_fields(
     assert len(exported) == 2
     assert ",0000099999," in exported[1]
     assert ",unknown-card," in exported[1]
+    # No tap in that state: the header alone, so a script still reads the columns.
+    assert main(["export", "--config", str(config), "--state", "held"]) == 0
+    assert capsys.readouterr().out == exported[0] + "\n"
 
     assert main(["requeue", "--config", str(config), "--reason", "unknown-card"]) == 0
     assert capsys.readouterr().out == "1 tap queued to be sent again\n"

@@ -27,8 +27,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import httpx
-from pydantic import SecretStr
 
+from gateagent import logs
 from gateagent.config import Config
 from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry, classify
 from gateagent.core.backoff import Backoff, retry_after_s
@@ -77,6 +77,7 @@ class Uploader:
     ) -> None:
         self._store = store
         self._settings = settings
+        _guard(settings)
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self._monotonic = monotonic
         self._transport = transport
@@ -120,6 +121,7 @@ class Uploader:
 
     def reconfigure(self, settings: Config) -> None:
         self._settings = settings
+        _guard(settings)
         self.rescan()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -263,7 +265,7 @@ class Uploader:
             settings.uplink.webhook.statuses,
         )
         retry_after = retry_after_s(response.headers.get("retry-after"), datetime.now(UTC))
-        return Sent(tap, _without(outcome, settings.uplink.token), retry_after)
+        return Sent(tap, _without_secrets(outcome), retry_after)
 
     def _write_answers(self) -> None:
         self._answer_flush = None
@@ -363,14 +365,18 @@ class Uploader:
         )
 
 
-def _without(outcome: Outcome, token: SecretStr | None) -> Outcome:
+def _guard(settings: Config) -> None:
+    """The token this uploader sends is never shown: registered with the log redactor,
+    also when a reload (SIGHUP) brings a new one."""
+    if settings.uplink.token is not None:
+        logs.add_secret(settings.uplink.token.get_secret_value())
+
+
+def _without_secrets(outcome: Outcome) -> Outcome:
     """The server's words minus our token: a server may echo the request in an error."""
-    if isinstance(outcome, Delivered) or token is None:
+    if isinstance(outcome, Delivered):
         return outcome
-    secret = token.get_secret_value()
-    if secret not in outcome.message:
-        return outcome
-    return replace(outcome, message=outcome.message.replace(secret, "***"))
+    return replace(outcome, message=logs.redact(outcome.message))
 
 
 def _error_text(exc: httpx.TransportError) -> str:
