@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 500
 ANSWER_BATCH_S = 0.02
+ANSWER_RETRY_S = 1.0
 HEARTBEAT_S = 5.0
 # SPEC: on SIGTERM, finish the request in flight and exit "within a few seconds".
 FINISH_S = 5.0
@@ -271,10 +272,22 @@ class Uploader:
         self._answer_flush = None
         if not self._answers:
             return
-        answers, self._answers = self._answers, []
-        self._store.settle(
-            [Answer(sent.tap.seq, sent.outcome) for sent in answers], datetime.now(UTC)
-        )
+        answers = self._answers
+        try:
+            self._store.settle(
+                [Answer(sent.tap.seq, sent.outcome) for sent in answers], datetime.now(UTC)
+            )
+        except StoreError as exc:
+            # Kept, with their cards still blocked, and written again: a card is free for
+            # its next tap only once its answer is in the database.
+            self._repeats.report(
+                "store", logging.ERROR, f"{exc}: answers kept and written again", self._monotonic()
+            )
+            loop = asyncio.get_running_loop()
+            self._answer_flush = loop.call_later(ANSWER_RETRY_S, self._write_answers)
+            return
+        self._answers = []
+        self._repeats.resolve("store", "answers written again", self._monotonic())
         for sent in answers:
             del self._unwritten[sent.tap.seq]
             # Logged once written: "tap delivered" in the journal means it is in the database.

@@ -276,6 +276,37 @@ def test_server_down_then_up_delivers_everything(tmp_path: Path, sim: Simulator)
     assert len(sim.accepted()) == 10
 
 
+def test_answers_that_cannot_be_written_are_kept_and_their_card_waits(
+    tmp_path: Path, sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+    blocker = sqlite3.connect(settings.storage.path, isolation_level=None)
+
+    def two_taps_of_one_card(store: Store) -> None:
+        record(store, settings, "0000000001")
+        record(store, settings, "0000000001", at=NOW + timedelta(hours=9))
+        store._conn.execute("PRAGMA busy_timeout = 50")  # fail fast while locked
+        blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+    async def locked(store: Store, uploader: Uploader) -> None:
+        deadline = asyncio.get_running_loop().time() + 20
+        while "answers kept and written again" not in caplog.text:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        # The first answer is not in the database: the card's next tap waits for it.
+        assert len(sim.received) == 1
+        blocker.execute("COMMIT")
+
+    try:
+        asyncio.run(
+            uploading(settings, settled(settings, 2), before=two_taps_of_one_card, during=locked)
+        )
+    finally:
+        blocker.close()
+    assert [row[2] for row in states(settings)] == ["delivered", "delivered"]
+    assert len(sim.accepted()) == 2
+
+
 def test_flush_interval_zero_is_woken_by_recording(tmp_path: Path, sim: Simulator) -> None:
     settings = make_settings(tmp_path, sim.integration_url)
 
