@@ -472,5 +472,6 @@ class ConfigCheck:
             assert TOKEN not in message, message
             tally["refused"] += 1
         else:
-            assert loaded.readers, loaded
+            # A loaded config keeps its token secret (SecretStr) wherever it is shown.
+            assert TOKEN not in repr(loaded), loaded
             tally["loaded"] += 1

@@ -12,6 +12,7 @@ import time
 import tty
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,12 @@ def test_status_json_has_the_spec_fields(
         }
     ]
     assert TOKEN not in json.dumps(status)
+    # The reader's last tap is written at the next housekeeping tick, at the latest
+    # when the daemon stops.
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    last_tap_at = json.loads(capsys.readouterr().out)["readers"][0]["last_tap_at"]
+    age_s = (datetime.now(UTC) - datetime.fromisoformat(last_tap_at)).total_seconds()
+    assert 0 <= age_s < 600, last_tap_at
 
     assert main(["export", "--config", str(config), "--state", "rejected"]) == 0
     exported = capsys.readouterr().out.splitlines()

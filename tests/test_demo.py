@@ -35,6 +35,7 @@ def test_demo_delivers_to_its_simulator_and_stops_on_sigint() -> None:
     reader.start()
     try:
         assert done.wait(60), "\n".join(lines)
+        assert not awaited, "\n".join(lines)  # the output did not just end
         demo.send_signal(signal.SIGINT)
         assert demo.wait(20) == 0
     finally:

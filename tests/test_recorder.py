@@ -65,6 +65,7 @@ def test_taps_are_committed_in_read_order_and_reported_on_the_loop(settings: Con
     assert committed(settings) == cards
     # The writer decides directions from the taps committed before: first in, then out.
     assert [tap.checktype for tap in reported[:7]] == [1] * 7
+    assert [tap.checktype for tap in reported[7:14]] == [2] * 7
 
 
 def test_close_commits_every_tap_read_before_it(settings: Config) -> None:

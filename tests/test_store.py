@@ -104,19 +104,22 @@ def test_a_version_1_database_is_upgraded_with_its_taps(db_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("query", "index"),
     [
-        lambda store: record(store, new_tap()),
-        lambda store: store.pending(0, 100),
-        lambda store: store.oldest_pending(),
-        lambda store: store.last_delivery(),
-        lambda store: store.purge(MORNING, 3600.0, 3600.0),
-        lambda store: store.release_held(BOOT, MORNING, 100.0, JAKARTA, 600.0),
+        (lambda store: record(store, new_tap()), "taps_checkins (card_no=?"),
+        (lambda store: store.pending(0, 100), "taps_pending"),
+        (lambda store: store.oldest_pending(), "taps_pending"),
+        (lambda store: store.last_delivery(), "taps_settled (state=?"),
+        (lambda store: store.purge(MORNING, 3600.0, 3600.0), "taps_settled (state=?"),
+        (
+            lambda store: store.release_held(BOOT, MORNING, 100.0, JAKARTA, 600.0),
+            "taps_held (boot_id=?",
+        ),
     ],
     ids=["record", "pending", "oldest-pending", "last-delivery", "purge", "release-held"],
 )
 def test_the_daemons_and_status_queries_never_scan_the_taps(
-    store: Store, query: Callable[[Store], object]
+    store: Store, query: Callable[[Store], object], index: str
 ) -> None:
     # On a million taps a scan costs seconds. Partial indexes serve only queries whose
     # WHERE implies the index's own, so a query reworded without that term would scan.
@@ -126,11 +129,15 @@ def test_the_daemons_and_status_queries_never_scan_the_taps(
     store._conn.set_trace_callback(None)
     reads = [sql for sql in statements if sql.lstrip().upper().startswith(("SELECT", "DELETE"))]
     assert reads
+    steps: list[str] = []
     for sql in reads:
         plan = [row[-1] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
         # "SCAN taps" and a bare "SEARCH taps" both read the whole table.
         unindexed = [step for step in plan if step.split()[1:2] == ["taps"] and "USING" not in step]
         assert not unindexed, (sql, plan)
+        steps += plan
+    # The index the query was written for, with its constraint (not a walk of it all).
+    assert any(index in step for step in steps), steps
 
 
 def test_schema_version_and_reopen(db_path: Path) -> None:
