@@ -8,7 +8,6 @@ synchronized. Exit status 0 only when every check passes.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import ssl
@@ -19,7 +18,6 @@ from urllib.parse import urlsplit
 
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
-from gateagent.readers.base import describe_open_error
 
 NETWORK_TIMEOUT_S = 5.0
 
@@ -53,33 +51,10 @@ def run_checks(settings: Config, path: str, clock: Clock, probe: Probe) -> Itera
 
 def probe_reader(reader: Reader) -> str | None:
     """Open and release one reader as the daemon would; None when it works."""
-    if reader.kind == "stdin" or reader.path is None:
-        return None
-    try:
-        if reader.kind == "serial":
-            import serial  # noqa: PLC0415 (only `check` and the reader thread need pyserial)
+    # Imported here: only `check` and the daemon need pyserial and evdev.
+    from gateagent.readers import source_for  # noqa: PLC0415
 
-            serial.Serial(reader.path, reader.baudrate, exclusive=True).close()
-        else:
-            import evdev  # noqa: PLC0415
-
-            device = evdev.InputDevice(reader.path)
-            try:
-                device.grab()
-                device.ungrab()
-            finally:
-                device.close()
-    except OSError as exc:
-        group = "dialout" if reader.kind == "serial" else "input"
-        return describe_open_error(_with_errno(exc), reader.path, group)
-    return None
-
-
-def _with_errno(exc: OSError) -> OSError:
-    # pyserial reports an exclusive lock held by another process without an errno.
-    if exc.errno is None and "lock" in str(exc).lower():
-        return OSError(errno.EBUSY, str(exc))
-    return exc
+    return source_for(reader).probe()
 
 
 def server(url: str) -> Iterator[Result]:

@@ -127,7 +127,7 @@ def _listen(args: argparse.Namespace) -> int:
         kind = args.kind or ("hid" if args.path.startswith("/dev/input") else "serial")
         given = {"name": "listen", "kind": kind, "path": args.path}
         given.update(baudrate=args.baudrate, protocol=args.protocol)
-        readers = [config.Reader.model_validate(given)]
+        readers = [config.reader(given, "gateagent listen")]
     else:
         settings = config.load(configfile.config_path(args.config))
         card_format = settings.taps.card_format
@@ -275,7 +275,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Command = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, so a closed pipe is caught below, not at exit
+        return code
+    except BrokenPipeError:
+        # Whoever read our output stopped (`gateagent export | head`): not our failure.
+        # Python would try to flush stdout again at exit and print a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ConfigError as exc:
         print(f"gateagent: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -232,6 +232,16 @@ def load(path: str | os.PathLike[str]) -> Config:
     return config
 
 
+def reader(given: dict[str, Any], where: str) -> Reader:
+    """A reader described on the command line (`listen --path`), or ConfigError."""
+    try:
+        return Reader.model_validate(given)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"])
+        raise ConfigError(where, key, error["msg"]) from None
+
+
 def _with_token(where: str, config: Config) -> Config:
     uplink = config.uplink
     if uplink.token is not None:

@@ -65,6 +65,9 @@ class ScriptedReader:
         self.name = name
         self._sim = sim
 
+    def probe(self) -> str | None:
+        return None
+
     def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
         health(True, None)
         for wait_s, says, card, action in script(self._sim):

@@ -112,3 +112,49 @@ def check_ownership(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     owners = {path.name: path.stat().st_uid for path in state.iterdir()}
     assert set(owners.values()) == {65534}, owners
+
+
+def test_listen_with_a_bad_reader_setting_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["listen", "--path", "/dev/ttyUSB9", "--baudrate", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "gateagent: gateagent listen: baudrate: Input should be greater than 0\n"
+    )
+
+
+def test_export_into_a_pipe_closed_early_is_no_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import uuid
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from gateagent.store import NewTap, Store
+
+    database = tmp_path / "taps.db"
+    store = Store.open(database)
+    store._conn.execute("PRAGMA synchronous = OFF")  # filling it fast; not what is tested
+    for n in range(3000):  # more CSV than a pipe holds
+        tap = NewTap(
+            str(uuid.uuid4()), f"{n + 1:010d}", "desk", None, "in",
+            datetime.now(UTC), float(n), "b", True,
+        )  # fmt: skip
+        store.record(tap, ZoneInfo("UTC"), 0.0, hold=False)
+    store.close()
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\npath = "{database}"\n')
+    export = subprocess.Popen(
+        [sys.executable, "-m", "gateagent", "export", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert export.stdout is not None and export.stderr is not None
+    assert export.stdout.readline().startswith("tap_id,")
+    export.stdout.close()  # as `head -1` does
+    assert export.wait(60) == 0
+    error = export.stderr.read()
+    export.stderr.close()
+    secrets_sweep.output(error)
+    assert error == ""

@@ -27,6 +27,10 @@ class Source(Protocol):
     def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
         """Read until `stop` is set; never raise for a device problem (report it to `health`)."""
 
+    def probe(self) -> str | None:
+        """Open and release the device as `run` would (`gateagent check`); why it cannot
+        be opened, or None."""
+
 
 def hand_over(reader: str, items: Iterable[Frame | Garbage], emit: Emit) -> None:
     """Decoded frames go to `emit`; garbage is logged and dropped, and never stops a

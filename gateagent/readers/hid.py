@@ -74,6 +74,14 @@ class HidSource:
         self._gap_s = gap_s
         self._state: tuple[bool, str | None] | None = None
 
+    def probe(self) -> str | None:
+        problems: list[str | None] = []
+        device = self._connect(lambda ok, error: problems.append(error), None)
+        if device is None:
+            return problems[-1]
+        device.close()  # also releases the grab
+        return None
+
     def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
         self._state = None
         lost: str | None = None  # why the last open device went away

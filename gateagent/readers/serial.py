@@ -92,6 +92,14 @@ class SerialSource:
         self._open_port = open_port
         self._state: tuple[bool, str | None] | None = None
 
+    def probe(self) -> str | None:
+        problems: list[str | None] = []
+        port = self._connect(lambda ok, error: problems.append(error), None)
+        if port is None:
+            return problems[-1]
+        _close(port)
+        return None
+
     def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
         self._state = None
         lost: str | None = None  # why the last open port went away

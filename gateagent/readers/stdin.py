@@ -14,6 +14,9 @@ class StdinSource:
         self.name = name
         self._fd = fd
 
+    def probe(self) -> str | None:
+        return None  # standard input is always there
+
     def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
         decoder = LinesDecoder()
         health(True, None)

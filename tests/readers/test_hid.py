@@ -351,3 +351,13 @@ def test_stop_closes_the_device(run_source: Callable[..., Running]) -> None:
     running.close()
     assert device.closed.is_set()
     assert device.calls[-1] == "close"
+
+
+def test_probe_opens_grabs_and_releases_as_check_does() -> None:
+    busy, free = FakeDevice(grab_errors=1), FakeDevice()
+    source = HidSource("exit", PATH, open_device=Opener(busy, free))
+    problem = source.probe()
+    assert problem is not None
+    assert problem.startswith(f"busy: another program has grabbed {PATH}")
+    assert source.probe() is None
+    assert free.calls == ["grab", "close"]  # released: the daemon can grab it next
