@@ -120,7 +120,6 @@ def _listen(args: argparse.Namespace) -> int:
     from gateagent import config, listen, logs
     from gateagent.core.cards import CardFormat
 
-    logs.setup()
     card_format: CardFormat = "as-read"
     reverse_bytes = args.reverse_bytes
     if args.path:
@@ -139,6 +138,7 @@ def _listen(args: argparse.Namespace) -> int:
                 f"gateagent: no reader named {args.reader!r} (configured: {names})", file=sys.stderr
             )
             return EXIT_USAGE
+    logs.setup()
     return listen.listen(readers, card_format, reverse_bytes)
 
 
