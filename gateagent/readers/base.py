@@ -11,7 +11,7 @@ import errno
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gateagent.core.frames import Frame, Garbage
 
@@ -85,3 +85,71 @@ def describe_open_error(error: OSError, path: str, group: str) -> str:
     if code in (errno.EBUSY, errno.EAGAIN):
         return f"busy: another program holds {path} (stop it, or `fuser -v {path}`)"
     return f"cannot open {path}: {error.strerror or error}"
+
+
+class Lost(Exception):
+    """The open device stopped working; the message is for `health`."""
+
+
+class Unavailable(Exception):
+    """The device cannot be opened now; the message is for `health`."""
+
+
+Device = TypeVar("Device")
+
+
+def keep_reading(
+    connect: Callable[[str | None], Device],
+    read: Callable[[Device], None],
+    close: Callable[[Device], None],
+    *,
+    health: Health,
+    stop: threading.Event,
+    reconnect_s: float,
+) -> None:
+    """Open, read until the device is lost, close, and again, until `stop`.
+
+    `connect(lost)` opens the device or raises Unavailable; `lost` is why the last one
+    went away, so that an unplugged device still missing can keep that message (one
+    health change and one log line per unplug, not two). `read` raises Lost. Only
+    changes of state reach `health`.
+    """
+    state: tuple[bool, str | None] | None = None
+
+    def report(ok: bool, error: str | None) -> None:
+        nonlocal state
+        if state != (ok, error):
+            state = (ok, error)
+            health(ok, error)
+
+    lost: str | None = None
+    while not stop.is_set():
+        try:
+            device = connect(lost)
+        except Unavailable as exc:
+            report(False, str(exc))
+            stop.wait(reconnect_s)
+            continue
+        try:
+            report(True, None)
+            lost = None
+            read(device)
+        except Lost as exc:
+            lost = str(exc)
+            report(False, lost)
+        finally:
+            close(device)
+        if lost is not None:
+            # Wait before reopening: udev needs a moment to remove or re-point the
+            # by-id link, and a device that fails at once must not spin.
+            stop.wait(reconnect_s)
+
+
+def probe(connect: Callable[[str | None], Device], close: Callable[[Device], None]) -> str | None:
+    """Open and close the device as `keep_reading` would; why it cannot be, or None."""
+    try:
+        device = connect(None)
+    except Unavailable as exc:
+        return str(exc)
+    close(device)
+    return None

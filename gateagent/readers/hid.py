@@ -12,7 +12,6 @@ pass an `open_device` that returns a fake built on a pipe, fed real `evdev.Input
 from __future__ import annotations
 
 import errno
-import logging
 import select
 import threading
 import time
@@ -23,9 +22,17 @@ import evdev
 
 from gateagent.core.frames import Garbage
 from gateagent.core.keys import KeyDecoder
-from gateagent.readers.base import RECONNECT_S, Emit, Health, describe_open_error, warn_garbage
-
-log = logging.getLogger(__name__)
+from gateagent.readers.base import (
+    RECONNECT_S,
+    Emit,
+    Health,
+    Lost,
+    Unavailable,
+    describe_open_error,
+    keep_reading,
+    probe,
+    warn_garbage,
+)
 
 __all__ = ["HidSource", "InputDevice"]
 
@@ -53,10 +60,6 @@ POLL_S = 0.2
 _MISSING = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO})
 
 
-class _Lost(Exception):
-    """The open device stopped working; the message is for `health`."""
-
-
 class HidSource:
     def __init__(
         self,
@@ -72,70 +75,46 @@ class HidSource:
         self._open_device = open_device
         self._reconnect_s = reconnect_s
         self._gap_s = gap_s
-        self._state: tuple[bool, str | None] | None = None
 
     def probe(self) -> str | None:
-        problems: list[str | None] = []
-        device = self._connect(lambda ok, error: problems.append(error), None)
-        if device is None:
-            return problems[-1]
-        device.close()  # also releases the grab
-        return None
+        return probe(self._connect, _close)
 
     def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
-        self._state = None
-        lost: str | None = None  # why the last open device went away
-        while not stop.is_set():
-            device = self._connect(health, lost)
-            if device is None:
-                stop.wait(self._reconnect_s)
-                continue
-            try:
-                self._report(health, True, None)
-                lost = None
-                self._read(device, emit, stop)
-            except _Lost as exc:
-                lost = str(exc)
-                self._report(health, False, lost)
-            finally:
-                # Closing the descriptor also releases the grab (evdev_release() in the
-                # kernel), so there is no separate ungrab that could fail on a gone device.
-                device.close()
-            if lost is not None:
-                log.debug("reader lost reader=%s error=%s", self.name, lost)
-                stop.wait(self._reconnect_s)
+        keep_reading(
+            self._connect,
+            lambda device: self._read(device, emit, stop),
+            _close,
+            health=health,
+            stop=stop,
+            reconnect_s=self._reconnect_s,
+        )
 
-    def _connect(self, health: Health, lost: str | None) -> InputDevice | None:
-        """Open and grab the device; None (after reporting why) when that fails."""
+    def _connect(self, lost: str | None) -> InputDevice:
+        """Open and grab the device, or raise Unavailable."""
         try:
             device = self._open_device(self.path)
         except OSError as exc:
-            if lost is not None and exc.errno in _MISSING:
-                error = lost
-            else:
-                error = describe_open_error(exc, self.path, "input")
-            self._report(health, False, error)
-            return None
+            raise Unavailable(self._open_error(exc, lost)) from exc
         try:
             # Before the first read: keystrokes must never reach a console.
             device.grab()
         except OSError as exc:
             device.close()
             if exc.errno == errno.EBUSY:
-                error = (
+                raise Unavailable(
                     f"busy: another program has grabbed {self.path} (a second gateagent,"
                     f" or a kiosk or X server?); find it with `fuser -v {self.path}`"
-                )
-            elif lost is not None and exc.errno in _MISSING:
-                error = lost
-            else:
-                error = describe_open_error(exc, self.path, "input")
-            self._report(health, False, error)
-            return None
+                ) from exc
+            raise Unavailable(self._open_error(exc, lost)) from exc
         return device
 
+    def _open_error(self, exc: OSError, lost: str | None) -> str:
+        if lost is not None and exc.errno in _MISSING:
+            return lost
+        return describe_open_error(exc, self.path, "input")
+
     def _read(self, device: InputDevice, emit: Emit, stop: threading.Event) -> None:
-        """Decode cards until `stop`; raises `_Lost` when the device goes away."""
+        """Decode cards until `stop`; raises `Lost` when the device goes away."""
         decoder = KeyDecoder(self._gap_s)
         while not stop.is_set():
             try:
@@ -143,7 +122,7 @@ class HidSource:
                 if readable:
                     self._drain(device, decoder, emit)
             except OSError as exc:
-                raise _Lost(self._lost_message(exc)) from exc
+                raise Lost(self._lost_message(exc)) from exc
             # Event timestamps are CLOCK_REALTIME (evdev's default clock), so the gap
             # is measured on time.time(). A wall clock step can at worst drop, or keep a
             # little longer, one partial read: the card is simply presented again.
@@ -179,8 +158,8 @@ class HidSource:
             return f"disconnected: {self.path} was unplugged (reopened when it is back)"
         return f"disconnected: cannot read {self.path}: {exc.strerror or exc}"
 
-    def _report(self, health: Health, ok: bool, error: str | None) -> None:
-        """Tell `health` about a change of state; repeats are not reported."""
-        if self._state != (ok, error):
-            self._state = (ok, error)
-            health(ok, error)
+
+def _close(device: InputDevice) -> None:
+    # Closing the descriptor also releases the grab (evdev_release() in the kernel), so
+    # there is no separate ungrab that could fail on a gone device.
+    device.close()

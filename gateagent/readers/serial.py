@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import termios
 import threading
@@ -42,9 +41,17 @@ from typing import Literal
 import serial
 
 from gateagent.core.frames import decoder_for
-from gateagent.readers.base import RECONNECT_S, Emit, Health, describe_open_error, hand_over
-
-log = logging.getLogger(__name__)
+from gateagent.readers.base import (
+    RECONNECT_S,
+    Emit,
+    Health,
+    Lost,
+    Unavailable,
+    describe_open_error,
+    hand_over,
+    keep_reading,
+    probe,
+)
 
 __all__ = ["SerialSource", "open_port"]
 
@@ -67,10 +74,6 @@ def open_port(path: str, baudrate: int, timeout_s: float) -> serial.Serial:
     return serial.Serial(path, baudrate, timeout=timeout_s, exclusive=True)
 
 
-class _Lost(Exception):
-    """The open port stopped working; the message is for `health`."""
-
-
 class SerialSource:
     def __init__(
         self,
@@ -90,65 +93,44 @@ class SerialSource:
         self._reconnect_s = reconnect_s
         self._read_timeout_s = read_timeout_s
         self._open_port = open_port
-        self._state: tuple[bool, str | None] | None = None
 
     def probe(self) -> str | None:
-        problems: list[str | None] = []
-        port = self._connect(lambda ok, error: problems.append(error), None)
-        if port is None:
-            return problems[-1]
-        _close(port)
-        return None
+        return probe(self._connect, _close)
 
     def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
-        self._state = None
-        lost: str | None = None  # why the last open port went away
-        while not stop.is_set():
-            port = self._connect(health, lost)
-            if port is None:
-                stop.wait(self._reconnect_s)
-                continue
-            try:
-                self._report(health, True, None)
-                lost = None
-                self._read(port, emit, stop)
-            except _Lost as exc:
-                lost = str(exc)
-                self._report(health, False, lost)
-            finally:
-                _close(port)
-            if lost is not None:
-                # Wait before reopening: udev needs a moment to remove or re-point the
-                # by-id link, and a port that fails at once must not spin.
-                stop.wait(self._reconnect_s)
+        keep_reading(
+            self._connect,
+            lambda port: self._read(port, emit, stop),
+            _close,
+            health=health,
+            stop=stop,
+            reconnect_s=self._reconnect_s,
+        )
 
-    def _connect(self, health: Health, lost: str | None) -> serial.Serial | None:
-        """Open the port; None (after reporting why) when that fails."""
+    def _connect(self, lost: str | None) -> serial.Serial:
+        """Open the port, or raise Unavailable."""
         try:
             return self._open_port(self.path, self.baudrate, self._read_timeout_s)
         except (OSError, termios.error) as exc:
             error = _open_errno(exc)
             if lost is not None and error.errno in _GONE:
-                message = lost
-            else:
-                message = describe_open_error(error, self.path, GROUP)
+                raise Unavailable(lost) from exc
+            raise Unavailable(describe_open_error(error, self.path, GROUP)) from exc
         except ValueError as exc:
             # pyserial's check of the port settings (e.g. a baud rate the platform
             # refuses). Reported, and the thread stays alive: a dead reader thread would
             # make the watchdog restart the whole daemon over one reader's setting.
-            message = f"cannot open {self.path}: {exc}"
-        self._report(health, False, message)
-        return None
+            raise Unavailable(f"cannot open {self.path}: {exc}") from exc
 
     def _read(self, port: serial.Serial, emit: Emit, stop: threading.Event) -> None:
-        """Decode cards until `stop`; raises `_Lost` when the port goes away."""
+        """Decode cards until `stop`; raises `Lost` when the port goes away."""
         # A fresh decoder per open: half a frame from before an unplug is not joined to
         # the first bytes after it.
         decoder = decoder_for(self.protocol)
         try:
             opened = os.fstat(port.fileno())
         except OSError as exc:  # gone between open and here
-            raise _Lost(self._lost_message(exc)) from exc
+            raise Lost(self._lost_message(exc)) from exc
         while not stop.is_set():
             try:
                 # Whatever is buffered, or else block for the first byte up to the read
@@ -157,7 +139,7 @@ class SerialSource:
                 # `read_timeout_s`.
                 chunk = port.read(port.in_waiting or 1)
             except OSError as exc:
-                raise _Lost(self._lost_message(exc)) from exc
+                raise Lost(self._lost_message(exc)) from exc
             if chunk:
                 hand_over(self.name, decoder.feed(chunk), emit)
             else:
@@ -170,11 +152,11 @@ class SerialSource:
         try:
             now = os.stat(self.path)
         except OSError as exc:
-            raise _Lost(
+            raise Lost(
                 f"disconnected: {self.path} is gone (unplugged? reopened when it is back)"
             ) from exc
         if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
-            raise _Lost(f"disconnected: {self.path} now leads to another port (reopening it)")
+            raise Lost(f"disconnected: {self.path} now leads to another port (reopening it)")
 
     def _lost_message(self, exc: OSError) -> str:
         code = exc.errno
@@ -189,12 +171,6 @@ class SerialSource:
             return f"disconnected: {self.path} was unplugged (reopened when it is back)"
         reason = os.strerror(code) if code is not None else str(exc)
         return f"disconnected: cannot read {self.path}: {reason}"
-
-    def _report(self, health: Health, ok: bool, error: str | None) -> None:
-        """Tell `health` about a change of state; repeats are not reported."""
-        if self._state != (ok, error):
-            self._state = (ok, error)
-            health(ok, error)
 
 
 def _open_errno(exc: OSError | termios.error) -> OSError:
