@@ -52,6 +52,11 @@ class Retry:
     reason: str  # "http-<status>", "timeout", "connection-error"
     message: str
     status: int | None = None
+    # The server may still be working on the request (a timeout after sending, nginx's
+    # 502/504, a connection lost after sending): its retry must not overlap it (SPEC
+    # "What counts as an answer": the seed-000 server makes two check-ins of two
+    # overlapping requests for one student).
+    ambiguous: bool = False
 
 
 Outcome = Delivered | Rejected | Paused | Retry
@@ -78,13 +83,18 @@ def is_transient(status: int) -> bool:
     return status in (408, 429) or status >= 500
 
 
+def _transient(status: int, message: str) -> Retry:
+    # 502/504: a gateway (nginx) gave up waiting for the API, which may still be at it.
+    return Retry(f"http-{status}", message, status, ambiguous=status in (502, 504))
+
+
 def _integration(status: int, document: Any, message: str) -> Outcome:
     lowered = message.lower()
     if 200 <= status < 300:
         data = document.get("data") if isinstance(document, dict) else None
         return _delivered(data, "studentName", "attendanceStatus")
     if is_transient(status):
-        return Retry(f"http-{status}", message, status)
+        return _transient(status, message)
     if status == 400 and "invalid authentication token" in lowered:
         return Paused("paused-auth", status, message)
     if status == 400 and "tomorrow" in lowered:
@@ -107,7 +117,7 @@ def _absensi(status: int, document: Any, message: str) -> Outcome:
         kept = _text(record.get("keterangan")) if isinstance(record, dict) else None
         return Delivered(name, kept)
     if is_transient(status):
-        return Retry(f"http-{status}", message, status)
+        return _transient(status, message)
     if status == 404 and isinstance(document, dict):
         return Rejected("unknown-card", status, message)
     if status == 400:
@@ -127,7 +137,7 @@ def _unlisted(status: int, document: Any, message: str) -> Outcome:
         return Paused("paused-config", status, f"not found: check [uplink] url ({message})")
     if 400 <= status < 500:
         return Rejected(f"http-{status}", status, message)
-    return Retry(f"http-{status}", message, status)
+    return _transient(status, message)
 
 
 _WEBHOOK_DEFAULTS: dict[str, WebhookAnswer] = {
@@ -162,7 +172,7 @@ def _webhook(status: int, message: str, statuses: Mapping[str, WebhookAnswer]) -
         return Rejected(f"http-{status}", status, message)
     if answer == "auth":
         return Paused("paused-auth", status, message)
-    return Retry(f"http-{status}", message, status)
+    return _transient(status, message)
 
 
 def _delivered(data: Any, name_key: str, status_key: str) -> Delivered:

@@ -23,18 +23,19 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
 
 from gateagent import logs
 from gateagent.config import Config
-from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry, classify
-from gateagent.core.backoff import Backoff, retry_after_s
+from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry
+from gateagent.core.backoff import Backoff
 from gateagent.errors import StoreError
 from gateagent.logs import Repeats
 from gateagent.store import Answer, Store, Tap
+from gateagent.uplink import http
 from gateagent.uplink.profiles import build
 
 log = logging.getLogger(__name__)
@@ -127,13 +128,7 @@ class Uploader:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Send until `stopping` is set, then finish the requests in flight."""
-        uplink = self._settings.uplink
-        limits = httpx.Limits(
-            max_connections=uplink.concurrency, max_keepalive_connections=uplink.concurrency
-        )
-        async with httpx.AsyncClient(
-            timeout=uplink.timeout, limits=limits, transport=self._transport
-        ) as client:
+        async with http.client(self._settings.uplink, self._transport) as client:
             self._client = client
             while not stopping.is_set():
                 try:
@@ -249,24 +244,8 @@ class Uploader:
         settings = self._settings
         request = build(tap, settings.uplink, settings.device.name)
         assert self._client is not None
-        try:
-            response = await self._client.post(
-                request.url, headers=request.headers, json=request.json, data=request.form
-            )
-        except httpx.TimeoutException:
-            timeout = settings.uplink.timeout
-            return Sent(tap, Retry("timeout", f"no answer within {timeout:g}s"), None)
-        except httpx.TransportError as exc:
-            # The class name and errno text say enough; the request (and token) stay out.
-            return Sent(tap, Retry("connection-error", _error_text(exc)), None)
-        outcome = classify(
-            settings.uplink.profile,
-            response.status_code,
-            response.content,
-            settings.uplink.webhook.statuses,
-        )
-        retry_after = retry_after_s(response.headers.get("retry-after"), datetime.now(UTC))
-        return Sent(tap, _without_secrets(outcome), retry_after)
+        reply = await http.post(self._client, request, settings.uplink)
+        return Sent(tap, reply.outcome, reply.retry_after_s)
 
     def _write_answers(self) -> None:
         self._answer_flush = None
@@ -383,16 +362,3 @@ def _guard(settings: Config) -> None:
     also when a reload (SIGHUP) brings a new one."""
     if settings.uplink.token is not None:
         logs.add_secret(settings.uplink.token.get_secret_value())
-
-
-def _without_secrets(outcome: Outcome) -> Outcome:
-    """The server's words minus our token: a server may echo the request in an error."""
-    if isinstance(outcome, Delivered):
-        return outcome
-    return replace(outcome, message=logs.redact(outcome.message))
-
-
-def _error_text(exc: httpx.TransportError) -> str:
-    cause = exc.__context__ or exc.__cause__
-    detail = str(exc) or (str(cause) if cause else "")
-    return f"{type(exc).__name__}: {detail}".rstrip(": ")

@@ -78,7 +78,11 @@ INTEGRATION = [
         body({"message": "Internal server error"}),
         Retry("http-500", "Internal server error", 500),
     ),
-    (502, b"<html>Bad Gateway</html>", Retry("http-502", "<html>Bad Gateway</html>", 502)),
+    (
+        502,
+        b"<html>Bad Gateway</html>",
+        Retry("http-502", "<html>Bad Gateway</html>", 502, ambiguous=True),
+    ),
     (503, b"", Retry("http-503", "", 503)),
     # Beyond the SPEC table (README "Server answers"): answers that would fail every tap.
     (401, body({"message": "Unauthorized"}), Paused("paused-auth", 401, "Unauthorized")),
