@@ -174,6 +174,10 @@ class Uplink(_Section):
     flush_interval: Duration = 30.0
     concurrency: int = Field(default=4, ge=1, le=64)
     timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    # After a timeout, a 502/504 or a connection lost after sending, the server may
+    # still be working on the request: the tap is not sent again before timeout plus
+    # this has passed (SPEC "What counts as an answer").
+    ambiguous_margin: Duration = 20.0
     webhook: Webhook = Field(default_factory=Webhook)
 
     @field_validator("url")

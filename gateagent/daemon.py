@@ -101,7 +101,10 @@ class Daemon:
             store.set_meta("device", settings.device.name)
             store.set_meta("pid", str(os.getpid()))
             self._uploader = Uploader(
-                store, settings, transport=self._transport, on_state=self._uplink_state
+                settings.storage.path,
+                settings,
+                transport=self._transport,
+                on_state=self._uplink_state,
             )
             self._recorder = Recorder(
                 settings.storage.path,
@@ -179,7 +182,7 @@ class Daemon:
             # Read before the clock synchronized, committed after its held taps were
             # released: release it too, rather than leave it held until a restart.
             self._release_held()
-        self._uploader.wake()
+        self._uploader.wake(tap.seq)
 
     def _health(self, running: _Running, ok: bool, error: str | None) -> None:
         if running.stop.is_set() or (ok, error) == (running.connected, running.last_error):

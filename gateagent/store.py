@@ -49,6 +49,8 @@ EXPORT_COLUMNS = (
 CLOCK_UNKNOWN = "clock-unknown"
 CLOCK_UNSYNCHRONIZED = "clock-unsynchronized"
 _PURGE_BATCH = 5000
+# How long a statement waits for another writer (`gateagent requeue`, a backup) to finish.
+BUSY_TIMEOUT_S = 10.0
 
 
 def m001_taps(db: Database) -> None:
@@ -386,6 +388,11 @@ class Store:
             ).fetchall()
         return [_tap(row) for row in rows]
 
+    def last_seq(self) -> int:
+        """The newest tap's seq (0 for none): where the uploader's first flush ends."""
+        with self._failing_as("read the newest tap"):
+            return int(self._conn.execute("SELECT coalesce(max(seq), 0) FROM taps").fetchone()[0])
+
     def settle(self, answers: Sequence[Answer], now: datetime) -> None:
         """Write a batch of the uploader's answers in one commit."""
         at = iso(now)
@@ -529,7 +536,7 @@ class Store:
 def _connect(path: Path) -> sqlite3.Connection:
     # Autocommit (isolation_level None): a statement outside BEGIN ... COMMIT commits at
     # once, and the transactions are the explicit ones of _writing().
-    conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a commit is on the disk before record() returns (SPEC "Operations").
     conn.execute("PRAGMA synchronous = FULL")

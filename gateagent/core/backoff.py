@@ -2,10 +2,14 @@
 honour `Retry-After`, never give up").
 
 Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter", 2015): the delay is
-uniform in [0, min(cap, base * 2**attempt)], which spreads the retries of many gates that
-lost the same server at the same moment. The capped exponential is tenacity's
-`wait_exponential`; the jitter draws from a `random.Random` the caller passes, so tests
-and the daemon decide where randomness comes from.
+uniform in [0, min(cap, base * 2**(attempt - 1))], which spreads the retries of many gates
+that lost the same server at the same moment. The jitter draws from a `random.Random` the
+caller passes, so tests and the daemon decide where randomness comes from.
+
+This is not tenacity's `wait_random_exponential`: tenacity retries one call in a loop it
+owns, while a tap's next attempt is a time the scheduler (`core/schedule.py`) keeps
+among hundreds of others, across sweeps, reloads and restarts; its wait strategies only
+take a `RetryCallState` of such a loop.
 """
 
 from __future__ import annotations
@@ -13,9 +17,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
-
-from tenacity import RetryCallState, wait_exponential
 
 # A server asking for more than this is more likely misconfigured than truly down for a
 # day; the gate asks again after an hour rather than going silent.
@@ -26,11 +27,8 @@ RETRY_AFTER_MAX_S = 3600.0
 _HTTP_DATES = ("%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y")
 
 
-@dataclass(frozen=True)
-class _Attempt:
-    """The one field of tenacity's RetryCallState that its wait strategies read."""
-
-    attempt_number: int
+# 2**64 seconds outlasts any cap: past it the ceiling is the cap, without a huge power.
+_DOUBLINGS_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,8 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay after `attempt` failures (attempt >= 1)."""
-        strategy = wait_exponential(multiplier=self.base_s, max=self.cap_s)
-        return float(strategy(cast(RetryCallState, _Attempt(max(attempt, 1)))))
+        doublings = min(max(attempt, 1) - 1, _DOUBLINGS_MAX)
+        return max(0.0, min(self.cap_s, self.base_s * 2.0**doublings))
 
     def delay(self, attempt: int, retry_after_s: float | None, rng: random.Random) -> float:
         """Seconds to wait after `attempt` failures; never less than the server asked for."""

@@ -1,16 +1,15 @@
-"""The uploader: claims pending taps, POSTs each, and writes what the server answered.
+"""The uploader: the I/O shell of the delivery scheduler (`core/schedule.py`).
 
-One keep-alive `httpx.AsyncClient`, at most `concurrency` requests in flight. A pass
-walks the pending taps in the order they were recorded; a card whose earlier tap is in
-flight, waiting for a retry, or not yet written back is skipped for the rest of the pass,
-so taps of one card reach the server in order, and other cards are not held up by it.
+The scheduler decides what to send, when, how many at once, and what each answer means
+for the uplink; this module only carries out its actions (read a page of pending taps,
+start a request, wait, cancel) and tells it what happened. Its rules are in the
+scheduler's docstring and the README's "Delivery" section.
 
-The uplink as a whole has a state (SPEC `uplink_state`):
-- `ok`: up to `concurrency` requests in flight;
-- `retrying`: the server failed transiently (408, 429, 5xx, timeout, connection): one
-  request at a time, after a backoff with full jitter that honours `Retry-After`;
-- `paused-auth` / `paused-config`: the server says our token or gate is wrong; one probe
-  every few minutes until it accepts again. Nothing is dropped meanwhile.
+All SQLite work runs in the uploader's own `DbThread`, so a locked or slow database
+delays deliveries, never the event loop. Page reads and answer writes go through that
+one thread in order, so a page never shows as pending a tap whose answer was written
+after it was read, and the scheduler (which still counts that tap as unwritten) never
+sends it twice.
 
 Answers are written in batches (`Store.settle`) a few milliseconds apart: SQLite commits
 cost an fsync each, and an answer lost in a crash only means that tap is sent again.
@@ -19,19 +18,33 @@ cost an fsync each, and an answer lost in a crash only means that tap is sent ag
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from gateagent import logs
 from gateagent.config import Config
-from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry
+from gateagent.core.answers import Delivered, Outcome, Rejected, Retry
 from gateagent.core.backoff import Backoff
+from gateagent.core.schedule import (
+    Cancel,
+    Fetch,
+    Finished,
+    Rules,
+    Scheduler,
+    Send,
+    Wait,
+)
+from gateagent.dbthread import DbThread
 from gateagent.errors import StoreError
 from gateagent.logs import Repeats
 from gateagent.store import Answer, Store, Tap
@@ -40,34 +53,39 @@ from gateagent.uplink.profiles import build
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 PAGE = 500
 ANSWER_BATCH_S = 0.02
-ANSWER_RETRY_S = 1.0
-HEARTBEAT_S = 5.0
-# SPEC: on SIGTERM, finish the request in flight and exit "within a few seconds".
-FINISH_S = 5.0
-# Requeued taps (another process) are found by a sweep at least this often.
-SWEEP_S = 60.0
-# "try again slowly" (SPEC) while the server refuses our token or gate: a probe within
-# a minute, so a fix on the server shows at the gate soon after.
+# Seconds between attempts while the database refuses a read or a write.
+DB_RETRY_S = 1.0
+# A database call this long unanswered is stuck (a hung disk): systemd's watchdog.
+DB_STUCK_S = 30.0
 PAUSE_BACKOFF = Backoff(base_s=15.0, cap_s=60.0)
 # absensi timestamps a tap on receipt: a late delivery is a wrong attendance time.
 ABSENSI_LATE_S = 60.0
+# The keys that only say how to send, not where: a change of any other [uplink] key is a
+# new endpoint, tried at once.
+_TIMING_KEYS = {"flush_interval", "concurrency", "timeout", "ambiguous_margin"}
+
+
+class _Failed:
+    """A database call that failed (and was reported)."""
+
+
+FAILED = _Failed()
 
 
 @dataclass(frozen=True)
-class Sent:
-    """What one request came to, for the state machine."""
-
-    tap: Tap
-    outcome: Outcome
-    retry_after_s: float | None
+class _Request:
+    task: asyncio.Task[None]
+    client: httpx.AsyncClient
 
 
 class Uploader:
     def __init__(
         self,
-        store: Store,
+        path: Path,
         settings: Config,
         *,
         rng: random.Random | None = None,
@@ -77,7 +95,6 @@ class Uploader:
         backoff: Backoff | None = None,
         pause_backoff: Backoff = PAUSE_BACKOFF,
     ) -> None:
-        self._store = store
         self._settings = settings
         _guard(settings)
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
@@ -87,221 +104,193 @@ class Uploader:
         self._backoff = backoff or Backoff()
         self._pause_backoff = pause_backoff
         self._repeats = Repeats(log, window_s=600.0)
-        self.state = "ok"
-        self.message = ""
-        self._failures = 0
-        self._hold_until = 0.0
-        self._retry_at: dict[int, float] = {}
-        self._in_flight: dict[int, str] = {}
-        self._unwritten: dict[int, str] = {}
-        self._answers: list[Sent] = []
-        self._answer_flush: asyncio.TimerHandle | None = None
-        self._cursor = 0
-        self._seen: set[str] = set()
-        self._beat_at = monotonic()
-        self._wake = asyncio.Event()
-        self._slot_free = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._db = DbThread(path, "uplink-db")
+        self._db_calls: dict[int, float] = {}
+        self._call_ids = itertools.count()
+        self._scheduler: Scheduler[Tap] | None = None
+        self._latest = 0  # recorded before the scheduler exists
+        self._rescan = False
+        self._event = asyncio.Event()
         self._client: httpx.AsyncClient | None = None
+        self._requests: dict[int, _Request] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._answers: list[tuple[Tap, Outcome]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failed_once = False
 
     # -- wiring --------------------------------------------------------------------
 
-    def wake(self) -> None:
-        """A tap was recorded: with flush_interval 0s (or absensi) send it now."""
-        if self._sends_at_once():
-            self._wake.set()
+    @property
+    def state(self) -> str:
+        return self._scheduler.state if self._scheduler is not None else "ok"
+
+    def wake(self, seq: int) -> None:
+        """Tap `seq` was recorded."""
+        if self._scheduler is None:
+            self._latest = max(self._latest, seq)
+        else:
+            self._scheduler.recorded(seq)
+        self._event.set()
+
+    def rescan(self) -> None:
+        """Taps older than the newest became pending (held taps released, a requeue)."""
+        if self._scheduler is None:
+            self._rescan = True
+        else:
+            self._scheduler.rescan()
+        self._event.set()
 
     def alive(self) -> bool:
-        """The sending loop went round recently (for systemd's watchdog). A request holds
-        it up for at most `timeout`, so a longer silence means it is stuck."""
-        limit = self._settings.uplink.timeout + HEARTBEAT_S * 2
-        return self._monotonic() - self._beat_at < limit
+        """For systemd's watchdog: no request runs far past its total deadline and no
+        database call hangs. (An idle uploader waits without waking: nothing to check.)"""
+        now = self._monotonic()
+        if any(now - since > DB_STUCK_S for since in self._db_calls.values()):
+            return False
+        return self._scheduler is None or not self._scheduler.overdue(now)
 
     def tick(self) -> None:
         """Housekeeping: summarise repeated problems whose window has passed."""
         self._repeats.tick(self._monotonic())
 
     def reconfigure(self, settings: Config) -> None:
-        self._settings = settings
+        old, self._settings = self._settings.uplink, settings
         _guard(settings)
-        self.rescan()
+        new = settings.uplink
+        if self._scheduler is not None:
+            endpoint = old.model_dump(exclude=_TIMING_KEYS) != new.model_dump(exclude=_TIMING_KEYS)
+            self._scheduler.reconfigure(self._rules(), self._monotonic(), endpoint)
+        if self._client is not None and new != old:
+            # A new timeout, concurrency, trust or proxy takes effect with the next
+            # request; the old client closes once its requests have ended.
+            self._retire(self._client)
+            self._client = http.client(new, self._transport)
+        self._event.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Send until `stopping` is set, then finish the requests in flight."""
-        async with http.client(self._settings.uplink, self._transport) as client:
-            self._client = client
-            while not stopping.is_set():
-                try:
-                    await self._pass(stopping)
-                except StoreError as exc:
-                    self._repeats.report("store", logging.ERROR, str(exc), self._monotonic())
-                await self._sleep(stopping)
-            if self._tasks:
-                # A request still unanswered after this is abandoned: its tap stays
-                # pending and is sent again next time (at least once).
-                _, unfinished = await asyncio.wait(self._tasks, timeout=FINISH_S)
-                for task in unfinished:
-                    task.cancel()
-            self._write_answers()
-
-    # -- scheduling ----------------------------------------------------------------
-
-    def _sends_at_once(self) -> bool:
-        return (
-            self._settings.uplink.flush_interval == 0 or self._settings.uplink.profile == "absensi"
-        )
-
-    def _capacity(self, now: float) -> int:
-        if self.state == "ok":
-            return self._settings.uplink.concurrency
-        if now < self._hold_until:
-            return 0
-        return 1  # one probe at a time while the server is failing or refusing
-
-    async def _pass(self, stopping: asyncio.Event) -> None:
-        """Go on with the sweep: one walk over the pending taps, resumed where it stopped.
-
-        Within a sweep a card is sent at most once, and a card seen once blocks its later
-        taps until the next sweep: so a tap never overtakes an earlier one of its card,
-        and each wake-up costs the taps it reads, not a scan of the whole backlog.
-        """
-        self._wake.clear()
-        while not stopping.is_set():
-            self._beat_at = self._monotonic()
-            if self._cursor == 0:
-                self._seen = set(self._in_flight.values()) | set(self._unwritten.values())
-            batch = self._store.pending(self._cursor, PAGE)
-            if not batch:
-                self._cursor = 0  # the sweep is over; the next one starts from the oldest
-                return
-            for tap in batch:
-                busy = tap.seq in self._in_flight or tap.seq in self._unwritten
-                if not busy and tap.card_no not in self._seen:
-                    due = self._retry_at.get(tap.seq, 0.0) <= self._monotonic()
-                    if due and not await self._slot(stopping):
-                        return  # this tap is looked at again when the pass resumes
-                    self._seen.add(tap.card_no)
-                    if due:
-                        self._start(tap)
-                self._cursor = tap.seq
-
-    def rescan(self) -> None:
-        """Taps older than the sweep's position became pending (clock released held
-        taps, a requeue): start a new sweep so they keep their place in card order."""
-        self._cursor = 0
-        self._wake.set()
-
-    async def _slot(self, stopping: asyncio.Event) -> bool:
-        """Wait for room for one more request; False if there will be none this pass."""
-        while len(self._in_flight) >= self._capacity(self._monotonic()):
-            self._beat_at = self._monotonic()
-            if self._capacity(self._monotonic()) == 0 or stopping.is_set():
-                return False
-            self._slot_free.clear()
-            await self._slot_free.wait()
-        return not stopping.is_set()
-
-    async def _sleep(self, stopping: asyncio.Event) -> None:
-        now = self._monotonic()
-        interval = self._settings.uplink.flush_interval
-        deadlines = [now + (interval if interval > 0 and not self._sends_at_once() else SWEEP_S)]
-        deadlines += [at for at in self._retry_at.values() if at > now]
-        if self._hold_until > now:
-            deadlines.append(self._hold_until)
-        # Wake at least every HEARTBEAT_S, so alive() can tell idle from stuck.
-        timeout = max(0.0, min(*deadlines, now + HEARTBEAT_S) - now)
-        self._beat_at = now
-        wake = asyncio.ensure_future(self._wake.wait())
-        stop = asyncio.ensure_future(stopping.wait())
+        """Send until `stopping` is set, then finish (or abandon) the requests in flight."""
         try:
-            await asyncio.wait({wake, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            latest = await self._until_read(stopping, lambda store: store.last_seq())
+            if latest is None:
+                return
+            scheduler = Scheduler[Tap](
+                self._rules(), self._monotonic(), max(latest, self._latest), self._rng, PAGE
+            )
+            if self._rescan:
+                scheduler.rescan()
+            self._scheduler = scheduler
+            self._client = http.client(self._settings.uplink, self._transport)
+            await self._carry_out(scheduler, stopping)
         finally:
-            wake.cancel()
-            stop.cancel()
+            await self._close()
+
+    # -- carrying out the scheduler's actions ----------------------------------------
+
+    async def _carry_out(self, scheduler: Scheduler[Tap], stopping: asyncio.Event) -> None:
+        while True:
+            now = self._monotonic()
+            if stopping.is_set():
+                scheduler.stop(now)
+            action = scheduler.next_action(now)
+            if isinstance(action, Fetch):
+                page = await self._call(_page(action.after_seq))
+                if isinstance(page, _Failed):
+                    await self._wait(stopping, now + DB_RETRY_S)
+                else:
+                    scheduler.fetched(page)
+            elif isinstance(action, Send):
+                self._start(action.tap)
+            elif isinstance(action, Wait):
+                await self._wait(stopping, action.until)
+            elif isinstance(action, Cancel):
+                # Abandoned: their taps stay pending and are sent again next time.
+                for seq in action.seqs:
+                    self._requests.pop(seq).task.cancel()
+            else:
+                assert isinstance(action, Finished)
+                return
+
+    async def _wait(self, stopping: asyncio.Event, until: float) -> None:
+        """Until `until`, or until an event may change the scheduler's mind."""
+        self._event.clear()
+        waits = [asyncio.ensure_future(self._event.wait())]
+        if not stopping.is_set():
+            waits.append(asyncio.ensure_future(stopping.wait()))
+        try:
+            timeout = max(0.0, until - self._monotonic())
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+
+    async def _until_read(self, stopping: asyncio.Event, work: Callable[[Store], T]) -> T | None:
+        while not stopping.is_set():
+            result = await self._call(work)
+            if not isinstance(result, _Failed):
+                return result
+            await self._wait(stopping, self._monotonic() + DB_RETRY_S)
+        return None
+
+    async def _call(self, work: Callable[[Store], T], kept: str = "") -> T | _Failed:
+        """A database call in the uploader's thread; FAILED (and reported) if it failed."""
+        call = next(self._call_ids)
+        self._db_calls[call] = self._monotonic()
+        try:
+            result = await self._db.call(work)
+        except StoreError as exc:
+            message = f"{exc}: {kept} and written again" if kept else str(exc)
+            self._repeats.report("store", logging.ERROR, message, self._monotonic())
+            return FAILED
+        finally:
+            del self._db_calls[call]
+        self._repeats.resolve("store", "the database answers again", self._monotonic())
+        return result
+
+    def _rules(self) -> Rules:
+        uplink = self._settings.uplink
+        # absensi timestamps a tap when it arrives: it is always sent at once.
+        at_once = uplink.flush_interval == 0 or uplink.profile == "absensi"
+        return Rules(
+            concurrency=uplink.concurrency,
+            flush_interval_s=0.0 if at_once else uplink.flush_interval,
+            timeout_s=uplink.timeout,
+            ambiguous_wait_s=uplink.timeout + uplink.ambiguous_margin,
+            backoff=self._backoff,
+            pause_backoff=self._pause_backoff,
+        )
 
     # -- one request ---------------------------------------------------------------
 
     def _start(self, tap: Tap) -> None:
-        self._in_flight[tap.seq] = tap.card_no
-        task = asyncio.ensure_future(self._send(tap))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, tap: Tap) -> None:
-        try:
-            sent = await self._post(tap)
-        finally:
-            del self._in_flight[tap.seq]
-            self._slot_free.set()
-        self._account(sent)
-        self._answers.append(sent)
-        self._unwritten[tap.seq] = tap.card_no
-        if self._answer_flush is None:
-            loop = asyncio.get_running_loop()
-            self._answer_flush = loop.call_later(ANSWER_BATCH_S, self._write_answers)
-
-    async def _post(self, tap: Tap) -> Sent:
-        settings = self._settings
-        request = build(tap, settings.uplink, settings.device.name)
         assert self._client is not None
-        reply = await http.post(self._client, request, settings.uplink)
-        return Sent(tap, reply.outcome, reply.retry_after_s)
+        task = asyncio.ensure_future(self._send(tap, self._client))
+        self._requests[tap.seq] = _Request(task, self._client)
 
-    def _write_answers(self) -> None:
-        self._answer_flush = None
-        if not self._answers:
-            return
-        answers = self._answers
+    async def _send(self, tap: Tap, client: httpx.AsyncClient) -> None:
+        settings = self._settings
         try:
-            self._store.settle(
-                [Answer(sent.tap.seq, sent.outcome) for sent in answers], datetime.now(UTC)
-            )
-        except StoreError as exc:
-            # Kept, with their cards still blocked, and written again: a card is free for
-            # its next tap only once its answer is in the database.
-            self._repeats.report(
-                "store", logging.ERROR, f"{exc}: answers kept and written again", self._monotonic()
-            )
-            loop = asyncio.get_running_loop()
-            self._answer_flush = loop.call_later(ANSWER_RETRY_S, self._write_answers)
-            return
-        self._answers = []
-        self._repeats.resolve("store", "answers written again", self._monotonic())
-        for sent in answers:
-            del self._unwritten[sent.tap.seq]
-            # Logged once written: "tap delivered" in the journal means it is in the database.
-            if isinstance(sent.outcome, Delivered):
-                self._delivered(sent.tap, sent.outcome)
-            elif isinstance(sent.outcome, Rejected):
-                self._rejected(sent.tap, sent.outcome)
-        # A card whose tap was just written may have a next tap waiting.
-        self._wake.set()
+            request = build(tap, settings.uplink, settings.device.name)
+            reply = await http.post(client, request, settings.uplink)
+        except Exception as exc:
+            # A bug below the boundary: accounted like any failure (issue 11 item 8:
+            # unaccounted, the tap was sent again at once, over and over). It may have
+            # reached the server, so it counts as ambiguous.
+            if not self._failed_once:
+                log.error("sending a tap failed", exc_info=exc)  # the traceback once
+                self._failed_once = True
+            text = logs.redact(f"{type(exc).__name__}: {exc}")
+            reply = http.Reply(Retry("internal-error", text, ambiguous=True))
+        self._requests.pop(tap.seq, None)
+        self._finished(tap, reply)
 
-    # -- the state machine ---------------------------------------------------------
-
-    def _account(self, sent: Sent) -> None:
+    def _finished(self, tap: Tap, reply: http.Reply) -> None:
+        scheduler = self._scheduler
+        assert scheduler is not None
         now = self._monotonic()
-        tap, outcome = sent.tap, sent.outcome
-        if isinstance(outcome, Retry):
-            self._retry_at[tap.seq] = now + self._backoff.delay(
-                tap.attempts + 1, sent.retry_after_s, self._rng
-            )
-            self._failures += 1
-            self._hold_until = now + self._backoff.delay(
-                self._failures, sent.retry_after_s, self._rng
-            )
-            self._set_state("retrying", f"{outcome.reason} {outcome.message}".strip(), now)
-            return
-        if isinstance(outcome, Paused):
-            self._failures += 1
-            self._hold_until = now + self._pause_backoff.delay(
-                self._failures, sent.retry_after_s, self._rng
-            )
-            self._set_state(outcome.state, outcome.message, now)
-            return
-        self._retry_at.pop(tap.seq, None)
-        self._failures = 0
-        self._set_state("ok", "", now)
+        before = scheduler.state
+        changed = scheduler.finished(tap.seq, reply.outcome, reply.retry_after_s, now)
+        self._report(before, scheduler.state, scheduler.message, changed, now)
+        outcome = reply.outcome
         if isinstance(outcome, Rejected) and outcome.clock_ahead:
             self._repeats.report(
                 "clock-ahead",
@@ -309,22 +298,81 @@ class Uploader:
                 "the server says taps lie in the future: this gate's clock is ahead",
                 now,
             )
+        self._answers.append((tap, outcome))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_answers())
+        self._event.set()
 
-    def _set_state(self, state: str, message: str, now: float) -> None:
+    def _retire(self, client: httpx.AsyncClient) -> None:
+        using = [request.task for request in self._requests.values() if request.client is client]
+
+        async def retire() -> None:
+            if using:
+                await asyncio.wait(using)
+            await client.aclose()
+
+        task = asyncio.ensure_future(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    # -- answers -------------------------------------------------------------------
+
+    async def _write_answers(self) -> None:
+        # The answers that arrive within ANSWER_BATCH_S share one commit.
+        await asyncio.sleep(ANSWER_BATCH_S)
+        while self._answers:
+            batch, self._answers = self._answers, []
+            answers = [Answer(tap.seq, outcome) for tap, outcome in batch]
+            now = datetime.now(UTC)
+            written = await self._call(_settle(answers, now), "answers kept")
+            if isinstance(written, _Failed):
+                # Kept, with their cards still blocked, and written again: a card is
+                # free for its next tap only once its answer is in the database.
+                self._answers = batch + self._answers
+                if self._closing:
+                    return
+                await asyncio.sleep(DB_RETRY_S)
+                continue
+            assert self._scheduler is not None
+            self._scheduler.written([answer.seq for answer in answers])
+            for tap, outcome in batch:
+                # Logged once written: "tap delivered" in the journal means it is in the
+                # database.
+                if isinstance(outcome, Delivered):
+                    self._delivered(tap, outcome)
+                elif isinstance(outcome, Rejected):
+                    self._rejected(tap, outcome)
+            self._event.set()
+
+    async def _close(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            await self._writer
+        if self._answers:
+            log.warning(
+                "answers not written at stop: their taps are sent again count=%d",
+                len(self._answers),
+            )
+        if self._client is not None:
+            self._retire(self._client)
+        if self._retiring:
+            await asyncio.wait(self._retiring)
+        with contextlib.suppress(StoreError):
+            await self._db.close()
+
+    # -- what is logged ------------------------------------------------------------
+
+    def _report(self, before: str, state: str, message: str, changed: bool, now: float) -> None:
         # One problem key per state: a change of state (retrying -> paused-auth) is news
         # and logged; the same state again is only counted and summarised.
-        previous = f"uplink {self.state}"
+        previous = f"uplink {before}"
         if state == "ok":
             self._repeats.resolve(previous, "uplink ok again", now)
         else:
-            if state != self.state:
-                self._repeats.resolve(
-                    previous, f"uplink no longer {self.state}", now, logging.DEBUG
-                )
+            if changed:
+                self._repeats.resolve(previous, f"uplink no longer {before}", now, logging.DEBUG)
             level = logging.WARNING if state == "retrying" else logging.ERROR
             self._repeats.report(f"uplink {state}", level, f"uplink {state}: {message}", now)
-        changed = state != self.state
-        self.state, self.message = state, message
         if changed and self._on_state is not None:
             self._on_state(state, message)
 
@@ -355,6 +403,14 @@ class Uploader:
             outcome.status,
             outcome.message,
         )
+
+
+def _page(after_seq: int) -> Callable[[Store], list[Tap]]:
+    return lambda store: store.pending(after_seq, PAGE)
+
+
+def _settle(answers: list[Answer], now: datetime) -> Callable[[Store], None]:
+    return lambda store: store.settle(answers, now)
 
 
 def _guard(settings: Config) -> None:

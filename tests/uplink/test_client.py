@@ -16,8 +16,9 @@ import pytest
 
 from gateagent.config import Config
 from gateagent.core.backoff import Backoff
+from gateagent import store as store_module
 from gateagent.simulator import Simulator
-from gateagent.store import NewTap, Store
+from gateagent.store import NewTap, Store, Tap
 from gateagent.uplink.client import Uploader
 from tests.settings import TOKEN, make_settings
 
@@ -34,8 +35,8 @@ def sim() -> Iterator[Simulator]:
 
 def record(
     store: Store, settings: Config, card_no: str, at: datetime = NOW, direction: str = "auto"
-) -> None:
-    store.record(
+) -> Tap:
+    return store.record(
         NewTap(
             tap_id=str(uuid.uuid4()),
             card_no=card_no,
@@ -75,7 +76,9 @@ async def uploading(
     """Run an uploader over the settings' database until `until()` holds."""
     store = Store.open(settings.storage.path)
     before(store)
-    uploader = Uploader(store, settings, rng=random.Random(1), backoff=FAST, pause_backoff=FAST)
+    uploader = Uploader(
+        settings.storage.path, settings, rng=random.Random(1), backoff=FAST, pause_backoff=FAST
+    )
     stopping = asyncio.Event()
     task = asyncio.ensure_future(uploader.run(stopping))
     try:
@@ -155,7 +158,10 @@ def test_integration_answers(
     reason: str | None,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = make_settings(tmp_path, sim.integration_url)
+    # A 502 is retried only once its attempt can have ended on the server (timeout + margin).
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "1s", "ambiguous_margin": "0s"}
+    )
     if fault is not None:
         sim.fail_next(2, fault[0], body=fault[1])
     asyncio.run(
@@ -182,7 +188,9 @@ def test_retry_after_is_honoured(tmp_path: Path, sim: Simulator) -> None:
 
 
 def test_timeouts_and_dropped_connections_are_retried(tmp_path: Path, sim: Simulator) -> None:
-    settings = make_settings(tmp_path, sim.integration_url, uplink={"timeout": "200ms"})
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "200ms", "ambiguous_margin": "0s"}
+    )
     sim.stall_next(1, 1.0)
     sim.drop_next(1)
 
@@ -265,8 +273,7 @@ def test_server_down_then_up_delivers_everything(tmp_path: Path, sim: Simulator)
 
     async def outage(store: Store, uploader: Uploader) -> None:
         for n in range(1, 11):
-            record(store, settings, f"{n:010d}")
-            uploader.wake()
+            uploader.wake(record(store, settings, f"{n:010d}").seq)
         await asyncio.sleep(0.3)
         assert uploader.state == "retrying"
         sim.up()
@@ -277,15 +284,18 @@ def test_server_down_then_up_delivers_everything(tmp_path: Path, sim: Simulator)
 
 
 def test_answers_that_cannot_be_written_are_kept_and_their_card_waits(
-    tmp_path: Path, sim: Simulator, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    sim: Simulator,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = make_settings(tmp_path, sim.integration_url)
     blocker = sqlite3.connect(settings.storage.path, isolation_level=None)
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.05)  # fail fast while locked
 
     def two_taps_of_one_card(store: Store) -> None:
         record(store, settings, "0000000001")
         record(store, settings, "0000000001", at=NOW + timedelta(hours=9))
-        store._conn.execute("PRAGMA busy_timeout = 50")  # fail fast while locked
         blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
 
     async def locked(store: Store, uploader: Uploader) -> None:
@@ -312,8 +322,7 @@ def test_flush_interval_zero_is_woken_by_recording(tmp_path: Path, sim: Simulato
 
     async def tap_later(store: Store, uploader: Uploader) -> None:
         await asyncio.sleep(0.05)
-        record(store, settings, "0000000001")
-        uploader.wake()
+        uploader.wake(record(store, settings, "0000000001").seq)
         await asyncio.to_thread(sim.wait_for_accepted, 1, 5.0)
 
     asyncio.run(uploading(settings, settled(settings, 1), during=tap_later))
@@ -324,8 +333,7 @@ def test_flush_interval_waits(tmp_path: Path, sim: Simulator) -> None:
 
     async def tap_later(store: Store, uploader: Uploader) -> None:
         await asyncio.sleep(0.05)
-        record(store, settings, "0000000001")
-        uploader.wake()
+        uploader.wake(record(store, settings, "0000000001").seq)
         with pytest.raises(TimeoutError):
             await asyncio.to_thread(sim.wait_for, 1, 0.5)
         uploader.reconfigure(make_settings(tmp_path, sim.integration_url))
@@ -425,7 +433,9 @@ def test_token_never_logged(
     tmp_path: Path, sim: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    settings = make_settings(tmp_path, sim.integration_url, uplink={"timeout": "200ms"})
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "200ms", "ambiguous_margin": "0s"}
+    )
     sim.token = "other"
     sim.fail_next(1, 500, body={"message": f"echoing {TOKEN}"})
     sim.drop_next(1)

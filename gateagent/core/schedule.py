@@ -1,0 +1,357 @@
+"""What the uploader does next: the delivery scheduler as a pure state machine.
+
+Rule 1 (as in h11's `_state.py`): every decision about which tap to send, when, how many
+at once, and what an answer means for the uplink lives here; `uplink/client.py` only
+carries out the actions. Time is an argument, randomness the `Random` the caller passes.
+
+Events in: `recorded(seq)` (a tap was committed), `rescan()` (older taps became pending:
+held taps released, a requeue), `fetched(taps)` (a page of pending taps the shell read),
+`finished(seq, outcome)` (a request ended), `written(seqs)` (its answer is in the
+database), `reconfigure(rules)`, `stop()`. Actions out, one at a time from
+`next_action(now)`: `Fetch(after_seq)`, `Send(tap)`, `Wait(until)`, `Cancel(seqs)`,
+`Finished()`.
+
+The rules (README "Delivery"):
+- Per-card order. A sweep walks the pending taps in the order they were recorded; a card
+  whose earlier tap is in flight, waits for a retry, or whose answer is not written yet
+  is skipped for the rest of the sweep. So a card has at most one request in flight, and
+  its taps reach the server in order, without holding up other cards.
+- Flush interval. A tap is sent at the first flush after it was recorded: flushes fall
+  on a fixed grid (start, start + interval, ...), and a tap recorded after the latest
+  flush waits for the next one (the horizon). With `0s` (and absensi) every tap is a
+  flush of its own. Retries and a card's next taps go as soon as they may.
+- Concurrency. `ok`: up to `concurrency` requests in flight. `retrying` / `paused-*`:
+  one probe at a time, after the uplink's hold (backoff with full jitter, honouring
+  `Retry-After`; slower for pauses). The first answer that is the API's own ends it, and
+  with it every tap's backoff: what failed in an outage goes at once.
+- Ambiguous failures (timeout after sending, 502/504, connection lost after sending) may
+  still be running on the server, and the seed-000 server makes two check-ins of two
+  overlapping requests for one student. Such a tap is not sent again before
+  `ambiguous_wait_s` (the request timeout plus a margin) has passed, whatever else
+  happens: a success of another tap, a reload.
+- Never give up: no tap is dropped for its age or its failures.
+- Stop: nothing new is sent; the requests in flight get until `FINISH_S`, then are
+  cancelled (their taps stay pending and go again next time: at least once).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, Literal, Protocol, TypeVar
+
+from gateagent.core.answers import Outcome, Paused, Retry
+from gateagent.core.backoff import Backoff
+
+UplinkState = Literal["ok", "retrying", "paused-auth", "paused-config"]
+
+# SPEC: on SIGTERM, finish the request in flight and exit "within a few seconds".
+FINISH_S = 5.0
+# Taps requeued by another process (`gateagent requeue`) are found by a sweep this often.
+SWEEP_S = 60.0
+# A request still running this long after its total deadline is stuck (the watchdog).
+OVERDUE_S = 5.0
+
+
+class Pending(Protocol):
+    """What the scheduler reads of a pending tap (`store.Tap` is one)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def card_no(self) -> str: ...
+    @property
+    def attempts(self) -> int: ...
+
+
+T = TypeVar("T", bound=Pending)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings the scheduler follows (from `[uplink]`)."""
+
+    concurrency: int
+    flush_interval_s: float  # 0: each tap is sent as soon as it is recorded
+    timeout_s: float  # one request's total deadline
+    ambiguous_wait_s: float  # no retry of an ambiguous failure before this has passed
+    backoff: Backoff = field(default_factory=Backoff)
+    # "try again slowly" (SPEC) while the server refuses our token or gate: a probe
+    # within a minute, so a fix on the server shows at the gate soon after.
+    pause_backoff: Backoff = field(default_factory=lambda: Backoff(base_s=15.0, cap_s=60.0))
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Read the pending taps after `after_seq` (a page) and give them to `fetched()`."""
+
+    after_seq: int
+
+
+@dataclass(frozen=True)
+class Send(Generic[T]):
+    """Start the request of this tap; report its end with `finished()`."""
+
+    tap: T
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to do before `until`, or before the next event."""
+
+    until: float
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Abandon these requests (stop): their taps stay pending."""
+
+    seqs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Stopped: write the answers still unwritten and close."""
+
+
+Action = Fetch | Send[T] | Wait | Cancel | Finished
+
+
+@dataclass
+class _Sweep(Generic[T]):
+    seen: set[str]
+    cursor: int = 0
+    page: deque[T] | None = None  # None: the next page is still to be read
+    last_page: bool = False
+
+
+@dataclass(frozen=True)
+class _Flight:
+    card_no: str
+    started_at: float
+
+
+class Scheduler(Generic[T]):
+    def __init__(
+        self, rules: Rules, now: float, latest_seq: int, rng: random.Random, page_size: int
+    ) -> None:
+        self.rules = rules
+        self.state: UplinkState = "ok"
+        self.message = ""
+        self._rng = rng
+        self._page_size = page_size
+        self._failures = 0
+        self._hold_until = 0.0
+        self._retry_at: dict[int, float] = {}  # backoff: ends with the uplink's recovery
+        self._guard_until: dict[int, float] = {}  # ambiguous attempts: ends only with time
+        self._in_flight: dict[int, _Flight] = {}
+        self._attempts: dict[int, int] = {}  # of the taps in flight, as fetched
+        self._unwritten: dict[int, str] = {}
+        # Taps with a seq above the horizon wait for the next flush; start is a flush.
+        self._latest = latest_seq
+        self._horizon = latest_seq
+        self._flush_origin = now
+        self._flushes = 1
+        self._next_rescan = now + SWEEP_S
+        self._timer_at = float("inf")  # a retry, guard or hold ends: a sweep is due
+        self._sweep: _Sweep[T] | None = None
+        self._want_sweep = True
+        self._restart = False
+        self._stop_at: float | None = None
+
+    # -- events --------------------------------------------------------------------
+
+    def recorded(self, seq: int) -> None:
+        self._latest = max(self._latest, seq)
+        if self.rules.flush_interval_s == 0:
+            self._horizon = self._latest
+            self._want_sweep = True
+
+    def rescan(self) -> None:
+        """Taps older than the sweep's position became pending: sweep again from the
+        oldest, so they keep their place in card order."""
+        self._want_sweep = True
+        self._restart = True
+
+    def fetched(self, taps: list[T]) -> None:
+        sweep = self._sweep
+        if sweep is None or sweep.page is not None:
+            return  # the sweep was restarted while the page was read: it reads again
+        sweep.page = deque(taps)
+        sweep.last_page = len(taps) < self._page_size
+
+    def finished(self, seq: int, outcome: Outcome, retry_after_s: float | None, now: float) -> bool:
+        """A request ended. True if the uplink's state changed (see `state`, `message`)."""
+        flight = self._in_flight.pop(seq, None)
+        if flight is None:
+            return False  # cancelled at stop; its answer is not taken
+        self._unwritten[seq] = flight.card_no
+        rules = self.rules
+        if isinstance(outcome, Retry):
+            attempt = self._attempts.pop(seq, 0) + 1
+            self._retry_at[seq] = now + rules.backoff.delay(attempt, retry_after_s, self._rng)
+            if outcome.ambiguous:
+                self._guard_until[seq] = now + rules.ambiguous_wait_s
+            self._failures += 1
+            self._hold_until = now + rules.backoff.delay(self._failures, retry_after_s, self._rng)
+            self._timer_at = min(self._timer_at, self._retry_at[seq], self._hold_until)
+            return self._set_state("retrying", f"{outcome.reason} {outcome.message}".strip())
+        self._attempts.pop(seq, None)
+        if isinstance(outcome, Paused):
+            self._failures += 1
+            self._hold_until = now + rules.pause_backoff.delay(
+                self._failures, retry_after_s, self._rng
+            )
+            self._timer_at = min(self._timer_at, self._hold_until)
+            return self._set_state(outcome.state, outcome.message)
+        # The API answered about this tap: the server is back. Taps that failed in the
+        # outage go at once (their backoff was about the server, not about them).
+        self._retry_at.clear()
+        self._failures = 0
+        self._hold_until = 0.0
+        return self._set_state("ok", "")
+
+    def written(self, seqs: list[int]) -> None:
+        """These answers are in the database: their cards may send their next taps."""
+        for seq in seqs:
+            self._unwritten.pop(seq, None)
+        self._want_sweep = True
+
+    def reconfigure(self, rules: Rules, now: float, new_endpoint: bool) -> None:
+        """New settings. A new endpoint (url, token, profile, gate) is tried at once: the
+        old one's backoff and hold say nothing about it. Ambiguous guards stay: the old
+        server may still be working on those requests."""
+        old, self.rules = self.rules, rules
+        if rules.flush_interval_s != old.flush_interval_s:
+            # A flush now, then the new grid.
+            self._flush_origin, self._flushes = now, 0
+            self._horizon = self._latest
+            self._want_sweep = True
+        if new_endpoint:
+            self._retry_at.clear()
+            self._failures = 0
+            self._hold_until = 0.0
+            self._want_sweep = True
+
+    def stop(self, now: float) -> None:
+        if self._stop_at is None:
+            self._stop_at = now + FINISH_S
+
+    # -- queries -------------------------------------------------------------------
+
+    def capacity(self, now: float) -> int:
+        """How many requests may be in flight now."""
+        if self.state == "ok":
+            return self.rules.concurrency
+        return 0 if now < self._hold_until else 1  # one probe at a time
+
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def overdue(self, now: float) -> list[int]:
+        """Requests running well past their total deadline: something is stuck."""
+        limit = self.rules.timeout_s + OVERDUE_S
+        return [seq for seq, flight in self._in_flight.items() if now - flight.started_at > limit]
+
+    # -- the next action -----------------------------------------------------------
+
+    def next_action(self, now: float) -> Action[T]:
+        if self._stop_at is not None:
+            if not self._in_flight:
+                return Finished()
+            if now >= self._stop_at:
+                seqs = tuple(self._in_flight)
+                self._in_flight.clear()
+                return Cancel(seqs)
+            return Wait(self._stop_at)
+        self._timers(now)
+        while True:
+            sweep = self._sweep
+            if sweep is None or self._restart:
+                if not self._want_sweep:
+                    return Wait(self._wake_at())
+                sweep = self._sweep = _Sweep(self._blocked_cards())
+                self._want_sweep = self._restart = False
+            if sweep.page is None:
+                return Fetch(sweep.cursor)
+            if not sweep.page:
+                if sweep.last_page:
+                    self._end_sweep(now)
+                    continue
+                sweep.page = None
+                continue
+            tap = sweep.page[0]
+            if tap.seq > self._horizon:
+                self._end_sweep(now)  # the rest waits for the next flush
+                continue
+            # `seen` holds the cards in flight or unwritten when the sweep began, and every
+            # card met since: so a card's tap never overtakes or overlaps an earlier one.
+            if tap.card_no not in sweep.seen and self._due(tap.seq, now):
+                if len(self._in_flight) >= self.capacity(now):
+                    return Wait(self._wake_at())  # the sweep goes on when a slot frees
+                self._in_flight[tap.seq] = _Flight(tap.card_no, now)
+                self._attempts[tap.seq] = tap.attempts
+                sweep.seen.add(tap.card_no)
+                self._step(sweep, tap)
+                return Send(tap)
+            sweep.seen.add(tap.card_no)  # a card's later taps wait behind this one
+            self._step(sweep, tap)
+
+    # -- internals -----------------------------------------------------------------
+
+    @staticmethod
+    def _step(sweep: _Sweep[T], tap: T) -> None:
+        assert sweep.page is not None
+        sweep.page.popleft()
+        sweep.cursor = tap.seq
+
+    def _due(self, seq: int, now: float) -> bool:
+        return self._retry_at.get(seq, 0.0) <= now and self._guard_until.get(seq, 0.0) <= now
+
+    def _blocked_cards(self) -> set[str]:
+        cards = {flight.card_no for flight in self._in_flight.values()}
+        return cards | set(self._unwritten.values())
+
+    def _next_flush(self) -> float:
+        return self._flush_origin + self._flushes * self.rules.flush_interval_s
+
+    def _timers(self, now: float) -> None:
+        interval = self.rules.flush_interval_s
+        if interval > 0 and now >= self._next_flush():
+            # On the grid, however late this runs: the interval means what it says.
+            self._flushes = int((now - self._flush_origin) // interval) + 1
+            if self._latest > self._horizon:
+                self._horizon = self._latest
+                self._want_sweep = True
+        if now >= self._next_rescan:
+            self._next_rescan = now + SWEEP_S
+            self._want_sweep = True
+        if now >= self._timer_at:
+            self._want_sweep = True
+            self._next_timer(now)
+
+    def _end_sweep(self, now: float) -> None:
+        self._sweep = None
+        self._next_timer(now)
+
+    def _next_timer(self, now: float) -> None:
+        """Drop the retries, guards and hold that ended; the earliest of those still
+        running wakes the next sweep (or a sweep stalled for want of a slot)."""
+        self._retry_at = {seq: at for seq, at in self._retry_at.items() if at > now}
+        self._guard_until = {seq: at for seq, at in self._guard_until.items() if at > now}
+        ends = [*self._retry_at.values(), *self._guard_until.values()]
+        if self._hold_until > now:
+            ends.append(self._hold_until)
+        self._timer_at = min(ends, default=float("inf"))
+
+    def _wake_at(self) -> float:
+        at = min(self._timer_at, self._next_rescan)
+        if self.rules.flush_interval_s > 0:
+            at = min(at, self._next_flush())
+        return at
+
+    def _set_state(self, state: UplinkState, message: str) -> bool:
+        changed = state != self.state
+        self.state, self.message = state, message
+        return changed

@@ -1,0 +1,408 @@
+"""The delivery scheduler against a reference model (STYLE 4: `RuleBasedStateMachine`).
+
+The machine plays the uploader's shell and the server: it records taps, answers the
+scheduler's actions (a page of pending taps, a request), finishes requests with any
+outcome, writes answers, moves the clock, reloads, rescans and stops, in any order.
+Time only moves the way the shell moves it: to the end of a `Wait`, or by an event.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry
+from gateagent.core.backoff import Backoff
+from gateagent.core.schedule import (
+    FINISH_S,
+    Cancel,
+    Fetch,
+    Finished,
+    Rules,
+    Scheduler,
+    Send,
+    Wait,
+)
+
+PAGE = 3  # small, so sweeps span pages
+AMBIGUOUS_WAIT_S = 12.0
+CARDS = ["A", "B", "C", "D"]
+# Binary fractions: every sum of these times is exact, so the flush grid is exact too.
+INTERVALS = [0.0, 0.5, 2.0, 5.0, 30.0]
+LONGEST_WAIT_S = max(*INTERVALS, 8.0, 16.0, AMBIGUOUS_WAIT_S)
+STEPS = st.sampled_from([0.0, 0.25, 0.5, 1.0, 4.0, 16.0, 64.0])
+
+
+@dataclass
+class ModelTap:
+    seq: int
+    card_no: str
+    attempts: int
+    recorded_at: float
+    settled: bool = False
+
+
+OUTCOMES: list[Outcome] = [
+    Delivered(),
+    Rejected("unknown-card", 404, "No student found"),
+    Retry("http-503", "", 503),
+    Retry("timeout", "no answer within 10s", ambiguous=True),
+    Retry("http-504", "Gateway Time-out", 504, ambiguous=True),
+    Paused("paused-auth", 400, "Invalid authentication token"),
+    Paused("paused-config", 404, "Campus gate not found"),
+]
+
+
+def rules(concurrency: int, interval: float) -> Rules:
+    return Rules(
+        concurrency=concurrency,
+        flush_interval_s=interval,
+        timeout_s=10.0,
+        ambiguous_wait_s=AMBIGUOUS_WAIT_S,
+        backoff=Backoff(base_s=0.5, cap_s=8.0),
+        pause_backoff=Backoff(base_s=2.0, cap_s=16.0),
+    )
+
+
+class Delivery(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.taps: dict[int, ModelTap] = {}
+        self.server: dict[int, float] = {}  # seq -> sent at
+        self.unwritten: dict[int, Outcome] = {}
+        self.guard: dict[int, float] = {}  # seq -> not to be sent again before
+        self.eras: list[tuple[float, float]] = []  # (from, flush interval)
+        self.concurrency = 1
+        self.state = "ok"
+        self.stop_at: float | None = None
+        self.done = False
+        self.scheduler: Scheduler[ModelTap] | None = None
+
+    # -- setting up ----------------------------------------------------------------
+
+    @precondition(lambda self: self.scheduler is None)
+    @rule(
+        backlog=st.lists(st.sampled_from(CARDS), max_size=6),
+        concurrency=st.integers(1, 4),
+        interval=st.sampled_from(INTERVALS),
+        seed=st.integers(0, 2**32),
+    )
+    def start(self, backlog: list[str], concurrency: int, interval: float, seed: int) -> None:
+        for card_no in backlog:
+            self._new_tap(card_no)
+        self.concurrency = concurrency
+        self.eras.append((self.now, interval))
+        self.scheduler = Scheduler(
+            rules(concurrency, interval), self.now, len(self.taps), random.Random(seed), PAGE
+        )
+        self._act()
+
+    # -- events --------------------------------------------------------------------
+
+    @precondition(lambda self: self.scheduler is not None)
+    @rule(card_no=st.sampled_from(CARDS))
+    def record(self, card_no: str) -> None:
+        assert self.scheduler is not None
+        self.scheduler.recorded(self._new_tap(card_no).seq)
+        self._act()
+
+    @precondition(lambda self: self.scheduler is not None)
+    @rule(step=STEPS)
+    def advance(self, step: float) -> None:
+        self._advance_to(self.now + step)
+
+    @precondition(lambda self: bool(self.server))
+    @rule(data=st.data(), retry_after=st.sampled_from([None, None, 0.0, 3.0]))
+    def finish(self, data: st.DataObject, retry_after: float | None) -> None:
+        assert self.scheduler is not None
+        seq = data.draw(st.sampled_from(sorted(self.server)))
+        outcome = data.draw(st.sampled_from(OUTCOMES))
+        del self.server[seq]
+        self.scheduler.finished(seq, outcome, retry_after, self.now)
+        self.unwritten[seq] = outcome
+        if isinstance(outcome, Retry) and outcome.ambiguous:
+            self.guard[seq] = self.now + AMBIGUOUS_WAIT_S
+        if isinstance(outcome, Retry):
+            self.state = "retrying"
+        elif isinstance(outcome, Paused):
+            self.state = outcome.state
+        else:
+            self.state = "ok"
+        assert self.scheduler.state == self.state
+        self._act()
+
+    @precondition(lambda self: bool(self.unwritten))
+    @rule()
+    def write(self) -> None:
+        assert self.scheduler is not None
+        for seq, outcome in self.unwritten.items():
+            tap = self.taps[seq]
+            tap.attempts += 1
+            tap.settled = isinstance(outcome, Delivered | Rejected)
+        self.scheduler.written(list(self.unwritten))
+        self.unwritten.clear()
+        self._act()
+
+    @precondition(lambda self: self.scheduler is not None)
+    @rule()
+    def rescan(self) -> None:
+        assert self.scheduler is not None
+        self.scheduler.rescan()
+        self._act()
+
+    @precondition(lambda self: self.scheduler is not None and self.stop_at is None)
+    @rule(
+        concurrency=st.integers(1, 4),
+        interval=st.sampled_from(INTERVALS),
+        new_endpoint=st.booleans(),
+    )
+    def reload(self, concurrency: int, interval: float, new_endpoint: bool) -> None:
+        assert self.scheduler is not None
+        self.scheduler.reconfigure(rules(concurrency, interval), self.now, new_endpoint)
+        if interval != self.eras[-1][1]:
+            self.eras.append((self.now, interval))
+        self.concurrency = concurrency
+        self._act()
+
+    @precondition(lambda self: self.scheduler is not None and self.stop_at is None)
+    @rule()
+    def stop(self) -> None:
+        assert self.scheduler is not None
+        self.scheduler.stop(self.now)
+        self.stop_at = self.now
+        self._act()
+
+    # -- what must always hold -----------------------------------------------------
+
+    @invariant()
+    def in_flight_agrees(self) -> None:
+        if self.scheduler is not None:
+            assert self.scheduler.in_flight() == len(self.server)
+
+    @invariant()
+    def stops_in_time(self) -> None:
+        if self.stop_at is not None and self.now >= self.stop_at + FINISH_S:
+            assert self.done
+            assert not self.server
+
+    def teardown(self) -> None:
+        """Never give up: once the server answers, every recorded tap is delivered."""
+        if self.scheduler is None or self.stop_at is not None:
+            return
+        for _ in range(50 + 20 * len(self.taps)):
+            if all(tap.settled for tap in self.taps.values()):
+                return
+            for seq in sorted(self.server):
+                del self.server[seq]
+                self.scheduler.finished(seq, Delivered(), None, self.now)
+                self.unwritten[seq] = Delivered()
+                self.state = "ok"
+            if self.unwritten:
+                self.write()
+            if all(tap.settled for tap in self.taps.values()):
+                return
+            wait = self._act()
+            assert isinstance(wait, Wait)
+            if self.server:
+                continue  # answered in the next round
+            # Something is always due within the longest of the flush interval, the
+            # backoff and pause caps and the ambiguous guard: never the 60 s rescan.
+            assert wait.until - self.now <= LONGEST_WAIT_S, "a due tap waits for nothing"
+            self._advance_to(wait.until)
+        pytest.fail(f"taps never delivered: {[t for t in self.taps.values() if not t.settled]}")
+
+    # -- the shell -----------------------------------------------------------------
+
+    def _new_tap(self, card_no: str) -> ModelTap:
+        tap = ModelTap(len(self.taps) + 1, card_no, 0, self.now)
+        self.taps[tap.seq] = tap
+        return tap
+
+    def _advance_to(self, target: float) -> None:
+        while True:
+            action = self._act()
+            if isinstance(action, Wait) and action.until <= target:
+                self.now = action.until
+                continue
+            self.now = target
+            return
+
+    def _act(self) -> Wait | Finished:
+        """Carry out actions until the scheduler waits or has finished."""
+        assert self.scheduler is not None
+        for _ in range(1000):
+            if self.done:
+                return Finished()
+            action = self.scheduler.next_action(self.now)
+            if isinstance(action, Fetch):
+                pending = [
+                    tap
+                    for seq, tap in sorted(self.taps.items())
+                    if seq > action.after_seq and not tap.settled
+                ]
+                self.scheduler.fetched(pending[:PAGE])
+            elif isinstance(action, Send):
+                self._check_send(action.tap)
+                self.server[action.tap.seq] = self.now
+            elif isinstance(action, Cancel):
+                assert self.stop_at is not None
+                for seq in action.seqs:
+                    del self.server[seq]
+            elif isinstance(action, Finished):
+                assert self.stop_at is not None
+                assert not self.server
+                self.done = True
+                return action
+            else:
+                assert isinstance(action, Wait)
+                assert action.until > self.now, "a wait that ends at once spins the loop"
+                return action
+        pytest.fail("the scheduler never waits")
+
+    def _check_send(self, tap: ModelTap) -> None:
+        assert self.stop_at is None, "sent after stop"
+        assert not tap.settled, "sent again after it was settled"
+        busy = {self.taps[seq].card_no for seq in (*self.server, *self.unwritten)}
+        assert tap.card_no not in busy, "two requests of one card at once"
+        earlier = [t for t in self.taps.values() if t.card_no == tap.card_no and t.seq < tap.seq]
+        assert all(t.settled for t in earlier), "a tap overtook an earlier one of its card"
+        if self.state == "ok":
+            assert len(self.server) < self.concurrency, "over the concurrency"
+        else:
+            assert not self.server, "more than one probe while the server fails"
+        assert self.now >= self.guard.get(tap.seq, 0.0), "overlaps an ambiguous attempt"
+        assert self.now >= self._flushed_at(tap), "sent before the flush after its recording"
+
+    def _flushed_at(self, tap: ModelTap) -> float:
+        """The first flush at or after the tap was recorded, by the era it was recorded in
+        (a reload that changes the interval flushes at once)."""
+        index = max(i for i, (start, _) in enumerate(self.eras) if start <= tap.recorded_at)
+        start, interval = self.eras[index]
+        at = tap.recorded_at
+        if interval > 0:
+            at = start + math.ceil((tap.recorded_at - start) / interval) * interval
+        if index + 1 < len(self.eras):
+            at = min(at, self.eras[index + 1][0])
+        return at
+
+
+Delivery.TestCase.settings = settings(
+    max_examples=300,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestDelivery = Delivery.TestCase
+
+
+# -- the failures of issue 11, one example each ------------------------------------
+
+
+def scheduler(*taps: ModelTap, interval: float = 0.0, concurrency: int = 4) -> Scheduler[ModelTap]:
+    return Scheduler(rules(concurrency, interval), 0.0, len(taps), random.Random(1), PAGE)
+
+
+def run_until_wait(
+    sched: Scheduler[ModelTap], now: float, pending: list[ModelTap]
+) -> tuple[list[ModelTap], Wait | Finished | Cancel]:
+    """Act as the shell does; return the taps sent and the action it stopped at."""
+    sent = []
+    while True:
+        action = sched.next_action(now)
+        if isinstance(action, Fetch):
+            sched.fetched([tap for tap in pending if tap.seq > action.after_seq][:PAGE])
+        elif isinstance(action, Send):
+            sent.append(action.tap)
+        else:
+            assert isinstance(action, Wait | Finished | Cancel)
+            return sent, action
+
+
+def test_a_long_flush_interval_means_what_it_says() -> None:
+    # Item 6: "1h" delivered a tap after 4 s, because a heartbeat ran a whole pass.
+    sched = scheduler(interval=3600.0)
+    assert run_until_wait(sched, 0.0, []) == ([], Wait(60.0))
+    tap = ModelTap(1, "A", 0, 4.0)
+    sched.recorded(1)
+    for now in (4.0, 60.0, 1800.0, 3599.75):
+        sent, action = run_until_wait(sched, now, [tap])
+        assert sent == []
+        assert isinstance(action, Wait)
+    assert run_until_wait(sched, 3600.0, [tap])[0] == [tap]
+
+
+def test_stop_abandons_requests_that_hang_after_finish_s() -> None:
+    # Item 5: a stop waited for the slowest request (23 s seen).
+    taps = [ModelTap(1, "A", 0, 0.0), ModelTap(2, "B", 0, 0.0)]
+    sched = scheduler(*taps)
+    assert run_until_wait(sched, 0.0, taps)[0] == taps
+    sched.stop(1.0)
+    assert sched.next_action(1.0) == Wait(1.0 + FINISH_S)
+    assert sched.next_action(1.0 + FINISH_S) == Cancel((1, 2))
+    assert sched.next_action(1.0 + FINISH_S) == Finished()
+
+
+def test_a_rescan_during_a_sweep_is_not_lost() -> None:
+    # Item 7: a rescan during a pass was overwritten by the pass's cursor.
+    late = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(2, 9)]
+    sched = scheduler(*late, concurrency=1)
+    sent, action = run_until_wait(sched, 0.0, late)
+    assert sent == late[:1]
+    released = ModelTap(1, "X", 0, 0.0)  # a held tap released: older than the sweep
+    sched.rescan()
+    sched.finished(2, Delivered(), None, 0.5)
+    sched.written([2])
+    sent, _ = run_until_wait(sched, 0.5, [released, *late[1:]])
+    assert sent == [released]
+
+
+def test_a_new_endpoint_is_tried_at_once() -> None:
+    # Item 7: a URL fixed with SIGHUP waited for the old URL's pause.
+    tap = ModelTap(1, "A", 0, 0.0)
+    sched = scheduler(tap)
+    run_until_wait(sched, 0.0, [tap])
+    sched.finished(1, Paused("paused-config", 404, "Campus gate not found"), None, 0.0)
+    sched.written([1])
+    tap.attempts = 1
+    assert run_until_wait(sched, 0.1, [tap])[0] == []
+    sched.reconfigure(rules(4, 0.0), 0.1, new_endpoint=True)
+    assert run_until_wait(sched, 0.1, [tap])[0] == [tap]
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Retry("timeout", "no answer within 10s", ambiguous=True),
+        Retry("http-504", "Gateway Time-out", 504, ambiguous=True),
+        Retry("connection-error", "RemoteProtocolError", ambiguous=True),
+    ],
+    ids=["timeout", "504", "connection-lost"],
+)
+def test_an_ambiguous_attempt_is_not_overlapped(outcome: Retry) -> None:
+    # Item 9: a 504 retried after a second while the server still ran the first attempt.
+    tap, other = ModelTap(1, "A", 0, 0.0), ModelTap(2, "B", 0, 0.0)
+    sched = scheduler(tap, other, concurrency=1)
+    run_until_wait(sched, 0.0, [tap, other])
+    sched.finished(1, outcome, None, 1.0)
+    sched.written([1])
+    sent, _ = run_until_wait(sched, 9.0, [tap, other])
+    assert sent == [other]  # the server is probed with another card meanwhile
+    sched.finished(2, Delivered(), None, 9.5)  # the server is back: backoffs end ...
+    sched.written([2])
+    assert run_until_wait(sched, 9.5, [tap])[0] == []  # ... but not the guard
+    assert run_until_wait(sched, 1.0 + AMBIGUOUS_WAIT_S, [tap])[0] == [tap]
+
+
+def test_a_request_past_its_deadline_is_overdue() -> None:
+    tap = ModelTap(1, "A", 0, 0.0)
+    sched = scheduler(tap)
+    run_until_wait(sched, 0.0, [tap])
+    assert sched.overdue(14.0) == []
+    assert sched.overdue(15.5) == [1]
