@@ -107,6 +107,11 @@ def not_the_api(status: int, message: str) -> Paused:
     return Paused("paused-config", status, f"{NOT_THE_API} ({what})")
 
 
+def describe(body: bytes) -> str:
+    """The server's words in an answer, one short line (for `check` and error texts)."""
+    return _message(_json(body), body)
+
+
 def is_transient(status: int) -> bool:
     """408, 429 and 5xx: the server may take the same request later (SPEC table)."""
     return status in (408, 429) or status >= 500
