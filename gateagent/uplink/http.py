@@ -57,6 +57,7 @@ BODY_MAX = 64 * 1024
 _CERT_NOT_YET_VALID = 9
 _CERT_HAS_EXPIRED = 10
 _HOSTNAME_MISMATCH = 62
+_IP_ADDRESS_MISMATCH = 64
 # Alerts a server sends when it wants (another) client certificate (mutual TLS).
 _CLIENT_CERT_ALERTS = (
     "TLSV13_ALERT_CERTIFICATE_REQUIRED",
@@ -319,7 +320,7 @@ def _tls_error(exc: BaseException, host: str, uplink: Uplink) -> Paused | None:
     if isinstance(found, ssl.SSLCertVerificationError):
         code = found.verify_code
         said = found.verify_message or found.reason or "not verified"
-        if code == _HOSTNAME_MISMATCH:
+        if code in (_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH):
             return Paused(
                 "paused-config",
                 0,
