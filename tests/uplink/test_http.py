@@ -428,9 +428,15 @@ def test_mutual_tls(tmp_path: Path, ca: trustme.CA) -> None:
         assert post(with_cert).outcome == Delivered("Budi", "PRESENT")
         without = make_settings(tmp_path, server.url(), uplink={"ca_file": ca_file})
         refused = post(without).outcome
+    # TLS 1.3 checks the client's certificate after the handshake: the server's alert
+    # races its closing of the connection, which may reset it and lose the alert. Then
+    # it is a plain connection error (retried), never a delivery.
     assert not isinstance(refused, Delivered)
-    assert isinstance(refused, Paused)
-    assert refused.message.startswith("the server refuses this gate's client certificate")
+    if isinstance(refused, Paused):
+        assert refused.message.startswith("the server refuses this gate's client certificate")
+    else:
+        assert isinstance(refused, Retry)
+        assert refused.reason == "connection-error"
 
 
 # -- proxies -------------------------------------------------------------------------------
