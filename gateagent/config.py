@@ -346,21 +346,19 @@ def _check_tls(where: str, uplink: Uplink) -> None:
         raise ConfigError(where, "[uplink] key_file", "needs [uplink] cert_file too")
     if uplink.ca_file is None and uplink.cert_file is None:
         return
-    key = "[uplink] ca_file"
+    key, path = "[uplink] ca_file", uplink.ca_file
     try:
         network.tls_context(uplink.ca_file, None, None)
-        key = "[uplink] cert_file"
+        key, path = "[uplink] cert_file", uplink.cert_file
         network.tls_context(uplink.ca_file, uplink.cert_file, uplink.key_file)
-    except OSError as exc:
-        raise ConfigError(
-            where, key, f"cannot read {exc.filename or 'the file'}: {exc.strerror or exc}"
-        ) from None
-    except ssl.SSLError as exc:
+    except ssl.SSLError as exc:  # before OSError: it is one
         what = "a PEM certificate file" if key.endswith("ca_file") else "a PEM certificate"
-        reason = exc.reason or str(exc)
         if key.endswith("cert_file"):
             what += " whose key is key_file (or inside it)"
-        raise ConfigError(where, key, f"is not {what} ({reason})") from None
+        raise ConfigError(where, key, f"is not {what} ({exc.reason or exc})") from None
+    except OSError as exc:
+        shown = exc.filename or path
+        raise ConfigError(where, key, f"cannot read {shown}: {exc.strerror or exc}") from None
 
 
 def _source_error(where: str, exc: SettingsError) -> ConfigError:
