@@ -1,13 +1,16 @@
 """`gateagent check`: is this gate ready? One line per check, OK or FAIL and what to do.
 
-It validates the configuration, opens and releases each reader, reaches the server
-(DNS, TCP, TLS) without sending anything (never a tap: that would create an attendance
-record), checks that the state directory is writable and that the clock is
-synchronized. Exit status 0 only when every check passes.
+It validates the configuration, opens and releases each reader, reaches the server as
+the daemon will (the same proxy, the same TLS trust and client certificate, from
+`network.py` and `uplink/http.py`): the proxy, DNS, TCP and TLS when it goes direct, and
+a harmless GET of `[uplink] url` (never a POST of a tap: that would create an
+attendance record). Then the state directory and the clock. Exit status 0 only when
+every check passes; a warning (WARN) does not fail it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
@@ -16,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateagent import network
 from gateagent.clock import Clock
-from gateagent.config import Config, Reader
+from gateagent.config import Config, Reader, Uplink, clear_text_token_warning
 
 NETWORK_TIMEOUT_S = 5.0
 
@@ -27,9 +31,11 @@ class Result:
     ok: bool
     what: str
     detail: str
+    warning: bool = False  # passes, but a person should know
 
     def line(self) -> str:
-        return f"{'OK  ' if self.ok else 'FAIL'}  {self.what}: {self.detail}"
+        mark = "FAIL" if not self.ok else "WARN" if self.warning else "OK  "
+        return f"{mark}  {self.what}: {self.detail}"
 
 
 Probe = Callable[[Reader], str | None]
@@ -44,7 +50,7 @@ def run_checks(settings: Config, path: str, clock: Clock, probe: Probe) -> Itera
         yield Result(
             problem is None, f"reader {reader.name}", problem or f"{where} opened and released"
         )
-    yield from server(settings.uplink.url)
+    yield from server(settings.uplink, settings.device.name)
     yield state_directory(settings.storage.path.parent)
     yield clock_state(clock, settings.device.require_clock_sync)
 
@@ -57,10 +63,34 @@ def probe_reader(reader: Reader) -> str | None:
     return source_for(reader).probe()
 
 
-def server(url: str) -> Iterator[Result]:
+def server(uplink: Uplink, device: str = "") -> Iterator[Result]:
+    url = uplink.url
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = network.proxy_for(url, uplink.proxy)
+    if proxy is not None:
+        problem = network.proxy_problem(proxy.url)
+        yield Result(problem is None, "server proxy", problem or f"{proxy.shown} ({proxy.source})")
+        if problem is not None:
+            return
+    else:
+        yield Result(True, "server proxy", "none: direct (no [uplink] proxy, no HTTPS_PROXY)")
+        for result in _direct(uplink, host, port):
+            yield result
+            if not result.ok:
+                return  # the step that fails is the one to fix
+    if (warning := clear_text_token_warning(uplink)) is not None:
+        yield Result(True, "server TLS", warning, warning=True)
+    # Imported here: httpx only when the checks get this far.
+    from gateagent.uplink import http  # noqa: PLC0415
+
+    found = asyncio.run(http.probe(uplink, device=device))
+    yield Result(found.ok, f"server HTTP GET {url}", found.detail)
+
+
+def _direct(uplink: Uplink, host: str, port: int) -> Iterator[Result]:
+    """DNS, TCP and TLS one step at a time, to say which one fails."""
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -80,17 +110,24 @@ def server(url: str) -> Iterator[Result]:
         return
     with connection:
         yield Result(True, f"server TCP {host}:{port}", "connected")
-        if parts.scheme != "https":
-            yield Result(True, "server TLS", "not used (http://): the token travels in clear text")
+        if urlsplit(uplink.url).scheme != "https":
+            if clear_text_token_warning(uplink) is None:
+                yield Result(True, "server TLS", "not used (http:// to this machine)")
             return
+        trust = network.trust_name(uplink.ca_file)
         try:
-            context = ssl.create_default_context()
+            context = network.tls_context(uplink.ca_file, uplink.cert_file, uplink.key_file)
             with context.wrap_socket(connection, server_hostname=host) as tls:
                 version = tls.version()
         except (ssl.SSLError, OSError) as exc:
-            yield Result(False, "server TLS", f"{exc}: is the clock right? the certificate?")
+            yield Result(
+                False,
+                "server TLS",
+                f"{exc} (trusted: {trust}): set [uplink] ca_file to the school's CA; is the"
+                " clock right?",
+            )
             return
-        yield Result(True, "server TLS", f"{version}, certificate valid for {host}")
+        yield Result(True, "server TLS", f"{version}, certificate valid for {host} ({trust})")
 
 
 def state_directory(folder: Path) -> Result:

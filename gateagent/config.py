@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -31,10 +32,16 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
+from gateagent import network
 from gateagent.configfile import DEFAULT_STORAGE_PATH, ENV_PREFIX, read_toml
-from gateagent.core.answers import WebhookAnswer
+from gateagent.core.answers import WebhookAnswer, WebhookSuccess
 from gateagent.core.cards import CardFormat
 from gateagent.core.direction import Direction
 from gateagent.errors import ConfigError
@@ -142,6 +149,9 @@ class Webhook(_Section):
     fields: dict[str, TapField] = Field(default_factory=lambda: dict(_DEFAULT_FIELDS))
     idempotency_header: str = "Idempotency-Key"
     statuses: dict[str, WebhookAnswer] = Field(default_factory=dict)
+    # What a 2xx must look like to count as delivered: "any-2xx" (the server is unknown)
+    # or "json" (a JSON body; a captive portal's HTML page then pauses the uplink).
+    success: WebhookSuccess = "any-2xx"
 
     @field_validator("url_out")
     @classmethod
@@ -173,17 +183,36 @@ class Uplink(_Section):
     gate: int | None = Field(default=None, ge=0)
     flush_interval: Duration = 30.0
     concurrency: int = Field(default=4, ge=1, le=64)
+    # The whole request, connect to last byte (README "Networks").
     timeout: Annotated[Duration, Field(gt=0)] = 10.0
     # After a timeout, a 502/504 or a connection lost after sending, the server may
     # still be working on the request: the tap is not sent again before timeout plus
     # this has passed (SPEC "What counts as an answer").
     ambiguous_margin: Duration = 20.0
+    # TLS: trust for a school's own CA (PEM; default the system store), and a client
+    # certificate for servers that require mutual TLS.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Else HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY from the environment.
+    proxy: str | None = None
     webhook: Webhook = Field(default_factory=Webhook)
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         return _http_url(value)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is not None and (problem := network.proxy_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    def urls(self) -> list[str]:
+        """Every URL this uplink sends to."""
+        return [self.url] + ([self.webhook.url_out] if self.webhook.url_out else [])
 
 
 def _http_url(value: str) -> str:
@@ -231,9 +260,27 @@ def load(path: str | os.PathLike[str]) -> Config:
         config = Config(**data)
     except ValidationError as exc:
         raise _config_error(where, data, exc) from None
+    except SettingsError as exc:
+        # An environment override pydantic-settings cannot even parse, such as
+        # GATEAGENT_READERS='[{...': one line and exit 2, not a traceback.
+        raise _source_error(where, exc) from None
     config = _with_token(where, config)
     _check_consistency(where, config)
+    _check_tls(where, config.uplink)
     return config
+
+
+def clear_text_token_warning(uplink: Uplink) -> str | None:
+    """The warning to log (at start and in `check`) when the token travels over http://
+    to a host that is not this machine; None when it does not."""
+    clear = [url for url in uplink.urls() if network.token_in_clear(url, uplink.token is not None)]
+    if not clear:
+        return None
+    host = urlsplit(clear[0]).hostname
+    return (
+        f"the token travels in clear text over http:// to {host}: anyone on the network"
+        " path can read it; use an https:// [uplink] url"
+    )
 
 
 def reader(given: dict[str, Any], where: str) -> Reader:
@@ -251,6 +298,8 @@ def _with_token(where: str, config: Config) -> Config:
     if uplink.token is not None:
         if not uplink.token.get_secret_value().strip():
             raise ConfigError(where, "[uplink] token", "is empty")
+        if problem := _token_problem(uplink.token.get_secret_value(), uplink.auth):
+            raise ConfigError(where, "[uplink] token", problem)
         return config
     source: tuple[str, Path] | None = None
     if uplink.token_file is not None:
@@ -263,15 +312,69 @@ def _with_token(where: str, config: Config) -> Config:
         return config
     key, token_path = source
     try:
-        token = token_path.read_text(encoding="utf-8").strip()
+        # utf-8-sig: Windows' Notepad starts a UTF-8 file with a BOM, which would otherwise
+        # become the token's first character (and no HTTP header can carry it).
+        token = token_path.read_text(encoding="utf-8-sig").strip()
     except OSError as exc:
         raise ConfigError(where, key, f"cannot read {token_path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(where, key, f"{token_path} is not UTF-8 text") from None
     if not token:
         raise ConfigError(where, key, f"{token_path} is empty")
+    if problem := _token_problem(token, uplink.auth):
+        raise ConfigError(where, key, f"the token in {token_path} {problem}")
     new_uplink = uplink.model_copy(update={"token": SecretStr(token)})
     return config.model_copy(update={"uplink": new_uplink})
+
+
+def _token_problem(token: str, auth: str) -> str | None:
+    """Why the token cannot travel safely, or None; never quotes the token."""
+    for position, ch in enumerate(token, start=1):
+        if not ch.isprintable():
+            return (
+                f"holds a control or invisible character (U+{ord(ch):04X} at position"
+                f" {position}): copy it again without it"
+            )
+        if auth != "none" and ord(ch) > 126:
+            return (
+                f"holds a character an HTTP header cannot carry (U+{ord(ch):04X} at"
+                f" position {position}): a header token must be ASCII"
+            )
+    return None
+
+
+def _check_tls(where: str, uplink: Uplink) -> None:
+    """The TLS files are read at start, so a wrong path stops the daemon with exit 2
+    instead of pausing the uplink at the first tap."""
+    if uplink.key_file is not None and uplink.cert_file is None:
+        raise ConfigError(where, "[uplink] key_file", "needs [uplink] cert_file too")
+    if uplink.ca_file is None and uplink.cert_file is None:
+        return
+    key, path = "[uplink] ca_file", uplink.ca_file
+    try:
+        network.tls_context(uplink.ca_file, None, None)
+        key, path = "[uplink] cert_file", uplink.cert_file
+        network.tls_context(uplink.ca_file, uplink.cert_file, uplink.key_file)
+    except ssl.SSLError as exc:  # before OSError: it is one
+        what = "a PEM certificate file" if key.endswith("ca_file") else "a PEM certificate"
+        if key.endswith("cert_file"):
+            what += " whose key is key_file (or inside it)"
+        raise ConfigError(where, key, f"is not {what} ({exc.reason or exc})") from None
+    except OSError as exc:
+        shown = exc.filename or path
+        raise ConfigError(where, key, f"cannot read {shown}: {exc.strerror or exc}") from None
+
+
+def _source_error(where: str, exc: SettingsError) -> ConfigError:
+    found = re.search(r'field "([^"]+)"', str(exc))
+    field = found[1] if found else ""
+    env = next(
+        (name for name in os.environ if name.upper() == ENV_PREFIX + field.upper()),
+        f"{ENV_PREFIX}{field.upper()}",
+    )
+    cause = exc.__cause__
+    detail = f": {cause}" if cause is not None else ""
+    return ConfigError(where, f"[{field}]" if field else "", f"{env} is not valid JSON{detail}")
 
 
 def _check_consistency(where: str, config: Config) -> None:

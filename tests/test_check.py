@@ -59,14 +59,19 @@ def test_everything_ready(tmp_path: Path, sim: Simulator, pty_path: Path) -> Non
         f"OK    config {tmp_path / 'config.toml'}",
         "OK    reader desk",
         "OK    reader entrance",
+        "OK    server proxy",
         "OK    server DNS 127.0.0.1",
         "OK    server TCP 127.0.0.1",
         "OK    server TLS",
+        f"OK    server HTTP GET {sim.integration_url.split(':')[0]}",
         "OK    state directory",
         "OK    clock",
     ]
     assert f"{pty_path} opened and released" in done.stdout
-    assert sim.received == []  # never a POST: it would create an attendance record
+    # A GET, never a POST: that would create an attendance record.
+    assert [r.status for r in sim.received] == [404]
+    assert sim.accepted() == []
+    assert "the server answers a GET with 404 Cannot GET" in done.stdout
     assert TOKEN not in done.stdout + done.stderr
 
 
@@ -110,7 +115,8 @@ def test_bad_config_is_exit_2(tmp_path: Path) -> None:
 
 
 def test_unknown_host() -> None:
-    [result] = list(server("https://gateagent-test.invalid/api"))
+    uplink = make_settings(Path("/nonexistent"), "https://gateagent-test.invalid/api").uplink
+    [_, result] = list(server(uplink))
     assert not result.ok
     assert result.what == "server DNS gateagent-test.invalid"
 
@@ -132,13 +138,15 @@ def test_tls_with_an_untrusted_certificate_fails(tmp_path: Path) -> None:
     thread = threading.Thread(target=httpd.handle_request, daemon=True)
     thread.start()
     try:
-        results = list(server(f"https://localhost:{httpd.server_address[1]}/x"))
+        url = f"https://localhost:{httpd.server_address[1]}/x"
+        results = list(server(make_settings(tmp_path, url).uplink))
     finally:
         thread.join(10)
         httpd.server_close()
-    assert [r.ok for r in results] == [True, True, False]
-    assert results[2].what == "server TLS"
-    assert "CERTIFICATE_VERIFY_FAILED" in results[2].detail
+    assert [r.ok for r in results] == [True, True, True, False]
+    assert results[3].what == "server TLS"
+    assert "CERTIFICATE_VERIFY_FAILED" in results[3].detail
+    assert "set [uplink] ca_file" in results[3].detail
 
 
 def test_state_directory(tmp_path: Path) -> None:
@@ -154,3 +162,47 @@ def test_clock() -> None:
     unsynced = clock_state(clock, required=True)
     assert not unsynced.ok
     assert "timedatectl" in unsynced.detail
+
+
+def test_check_meets_what_the_daemon_meets_proxy_and_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trustme
+
+    from tests.proxy import Proxy
+    from tests.uplink.test_http import pem, send, tls_server
+
+    ca = trustme.CA()
+    with tls_server(ca, "127.0.0.1") as api, Proxy() as proxy:
+        api.answer = lambda handler, server: send(handler, 404, '{"message": "Cannot GET /x"}')
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        trusted = make_settings(tmp_path, api.url(), uplink={"ca_file": str(pem(tmp_path, ca))})
+        results = list(server(trusted.uplink))
+        untrusted = list(server(make_settings(tmp_path, api.url()).uplink))
+    assert [r.line() for r in results] == [
+        f"OK    server proxy: {proxy.url} (HTTPS_PROXY)",
+        f"OK    server HTTP GET {api.url()}: the server answers a GET with 404 Cannot GET /x",
+    ]
+    assert [r.ok for r in untrusted] == [True, False]
+    assert untrusted[1].detail.startswith(
+        "the server's certificate is not trusted: set [uplink] ca_file"
+    )
+    assert len(proxy.seen) == 2  # both went through the proxy, as the daemon's would
+
+
+def test_check_warns_of_a_token_in_clear_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.proxy import Proxy
+
+    with Proxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        url = "http://attendance.school.invalid/api/v1/attendances/integration"
+        results = list(server(make_settings(tmp_path, url).uplink))
+    assert results[1].line() == (
+        "WARN  server TLS: the token travels in clear text over http:// to"
+        " attendance.school.invalid: anyone on the network path can read it; use an"
+        " https:// [uplink] url"
+    )
+    assert results[1].ok  # a warning does not fail the check
+    assert not results[2].ok  # the proxy cannot reach a name that does not exist

@@ -399,3 +399,102 @@ def test_bad_config_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
         done.stderr == f'gateagent: {path}: [taps] debounce: "3x" is not a duration '
         '(use seconds or "500ms", "30s", "10m", "2h")\n'
     )
+
+
+def test_token_file_with_a_bom_and_a_newline(tmp_path: Path) -> None:
+    token_file = secrets_sweep.exempt(tmp_path / "token")
+    token_file.write_bytes(b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n")  # Windows' Notepad
+    path = write(tmp_path, replaced(f'token = "{TOKEN}"', f'token_file = "{token_file}"'))
+    token = config.load(path).uplink.token
+    assert token is not None and token.get_secret_value() == TOKEN
+
+
+@pytest.mark.parametrize(
+    ("token", "auth", "reason"),
+    [
+        ("abc\x07def1", "none", "holds a control or invisible character (U+0007 at position 4)"),
+        ("abc\u200bdef1", "none", "holds a control or invisible character (U+200B at position 4)"),
+        (
+            "abcdéf12",
+            "bearer",
+            "holds a character an HTTP header cannot carry (U+00E9 at position 5)",
+        ),
+    ],
+    ids=["control", "zero-width", "non-ascii-header"],
+)
+def test_a_token_that_cannot_travel_is_a_config_error(
+    tmp_path: Path, token: str, auth: str, reason: str
+) -> None:
+    token_file = secrets_sweep.exempt(tmp_path / "token")
+    token_file.write_text(token)
+    text = replaced(f'token = "{TOKEN}"', f'token_file = "{token_file}"\nauth = "{auth}"')
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, text))
+    assert error.value.key == "[uplink] token_file"
+    assert reason in error.value.reason
+    assert token not in str(error.value)
+
+
+def test_a_non_ascii_token_is_fine_in_a_json_body(tmp_path: Path) -> None:
+    token_file = secrets_sweep.exempt(tmp_path / "token")
+    token_file.write_text("abcdéf12")
+    config.load(write(tmp_path, replaced(f'token = "{TOKEN}"', f'token_file = "{token_file}"')))
+
+
+def test_malformed_json_in_the_environment_is_exit_2_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, GOOD)
+    monkeypatch.setenv("GATEAGENT_READERS", "[{...")
+    done = command("check", "--config", str(path))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"gateagent: {path}: [readers]: GATEAGENT_READERS is not valid JSON: Expecting property"
+        " name enclosed in double quotes: line 1 column 3 (char 2)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "reason"),
+    [
+        ('proxy = "socks5://127.0.0.1:1080"', "[uplink] proxy", "needs the socksio package"),
+        ('proxy = "proxy.school.lan:3128"', "[uplink] proxy", "is not a proxy URL"),
+        ('ca_file = "/nonexistent/ca.pem"', "[uplink] ca_file", "cannot read /nonexistent/ca.pem"),
+        ('key_file = "/etc/gateagent/gate.key"', "[uplink] key_file", "needs [uplink] cert_file"),
+    ],
+)
+def test_bad_network_keys(tmp_path: Path, line: str, key: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, replaced("gate = 4\n", f"gate = 4\n{line}\n")))
+    assert (error.value.key, reason in error.value.reason) == (key, True), error.value
+
+
+def test_a_ca_file_that_is_not_pem(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, replaced("gate = 4\n", f'gate = 4\nca_file = "{bad}"\n')))
+    assert error.value.key == "[uplink] ca_file"
+    assert error.value.reason.startswith("is not a PEM certificate file")
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://attendance.school.lan/api", True),
+        ("http://10.0.0.5:8080/api", True),
+        ("https://attendance.school.lan/api", False),
+        ("http://127.0.0.1:8080/api", False),
+        ("http://localhost/api", False),
+        ("http://[::1]:8080/api", False),
+    ],
+)
+def test_clear_text_token_warning(tmp_path: Path, url: str, warned: bool) -> None:
+    settings = config.load(
+        write(tmp_path, replaced("https://api.example.sch.id/api/v1/attendances/integration", url))
+    )
+    warning = config.clear_text_token_warning(settings.uplink)
+    assert (warning is not None) == warned
+    if warning:
+        assert warning.startswith("the token travels in clear text over http:// to ")
+        assert TOKEN not in warning

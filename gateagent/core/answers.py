@@ -1,17 +1,27 @@
 """What a server's answer means for a tap: one table per uplink profile (SPEC "Uplink profiles").
 
-`classify(profile, status, body, statuses)` turns an HTTP status and body into an
-`Outcome`; transport failures (timeouts, refused connections) never reach it, the
-client turns them into `Retry` itself. Nothing here does I/O.
+`classify(profile, status, body, statuses, success)` turns an HTTP status and body
+into an `Outcome`; transport failures (timeouts, refused connections) never reach it,
+the HTTP boundary (`uplink/http.py`) turns them into `Retry` or `Paused` itself. Nothing
+here does I/O.
+
+Only the API's own answer settles a tap (SPEC "What counts as an answer"): a 2xx counts
+as delivered when its body has the profile's shape (integration: a JSON object holding
+`data`; absensi: a JSON object with `statusCode` and `payload`; webhook: the configured
+`success` rule). Any other 2xx is a captive portal, a proxy's page or a wrong URL: the
+uplink pauses as `paused-config` and the taps stay pending.
 
 Where SPEC's tables are silent this module errs towards keeping taps: an answer that
-says "this endpoint or our credentials are wrong" (401/403, a redirect, a 404 that is
-not the API's own JSON) pauses the uplink instead of rejecting every tap one by one.
+says "this endpoint or our credentials are wrong" (401, a redirect, a 404 that is not
+the API's own JSON, any other 4xx that is not JSON, i.e. a proxy's HTML page) pauses the
+uplink instead of rejecting every tap one by one.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,8 +29,19 @@ from typing import Any, Literal
 Profile = Literal["integration", "absensi", "webhook"]
 PausedState = Literal["paused-auth", "paused-config"]
 WebhookAnswer = Literal["delivered", "duplicate", "rejected", "auth", "transient"]
+# `[uplink.webhook] success`: what a webhook 2xx must look like to count as delivered.
+WebhookSuccess = Literal["any-2xx", "json"]
 
 MESSAGE_MAX = 200
+# The start of every "this is not the API answering" pause (README "Networks").
+NOT_THE_API = "the server's answer is not the attendance API's: a captive portal or a wrong url?"
+# How much of a body is looked at for a message: an error page can be megabytes, and the
+# message is one short line (the <title> of an HTML page sits near its top).
+_SCAN_MAX = 16 * 1024
+_TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>?")
+_HTML = re.compile(rb"\s*<(!doctype|html|head|body|\?xml)", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -67,15 +88,28 @@ def classify(
     status: int,
     body: bytes,
     statuses: Mapping[str, WebhookAnswer] | None = None,
+    success: WebhookSuccess = "any-2xx",
 ) -> Outcome:
-    """The outcome of one POST of one tap. `statuses` is the webhook status map."""
+    """The outcome of one POST of one tap. `statuses` is the webhook status map,
+    `success` the webhook's rule for a 2xx; `body` may be only the start of the answer."""
     document = _json(body)
     message = _message(document, body)
     if profile == "integration":
         return _integration(status, document, message)
     if profile == "absensi":
         return _absensi(status, document, message)
-    return _webhook(status, message, statuses or {})
+    return _webhook(status, document, message, statuses or {}, success)
+
+
+def not_the_api(status: int, message: str) -> Paused:
+    """A 2xx (or an HTML 4xx) that is not the attendance API's: the taps stay pending."""
+    what = f"{status}: {message}" if message else f"{status}, an empty body"
+    return Paused("paused-config", status, f"{NOT_THE_API} ({what})")
+
+
+def describe(body: bytes) -> str:
+    """The server's words in an answer, one short line (for `check` and error texts)."""
+    return _message(_json(body), body)
 
 
 def is_transient(status: int) -> bool:
@@ -91,8 +125,10 @@ def _transient(status: int, message: str) -> Retry:
 def _integration(status: int, document: Any, message: str) -> Outcome:
     lowered = message.lower()
     if 200 <= status < 300:
-        data = document.get("data") if isinstance(document, dict) else None
-        return _delivered(data, "studentName", "attendanceStatus")
+        # Seed 000: `{"data": {...}}`, `{"data": {}}` for a student who is not CURRENT.
+        if not isinstance(document, dict) or "data" not in document:
+            return not_the_api(status, message)
+        return _delivered(document["data"], "studentName", "attendanceStatus")
     if is_transient(status):
         return _transient(status, message)
     if status == 400 and "invalid authentication token" in lowered:
@@ -108,11 +144,14 @@ def _integration(status: int, document: Any, message: str) -> Outcome:
 
 def _absensi(status: int, document: Any, message: str) -> Outcome:
     if 200 <= status < 300:
-        payload = document.get("payload") if isinstance(document, dict) else None
+        # Seed 003: `{"statusCode": 201, "message": ..., "payload": {"user", "data"}}`.
+        if not isinstance(document, dict) or "statusCode" not in document:
+            return not_the_api(status, message)
+        payload = document.get("payload")
+        if not isinstance(payload, dict):
+            return not_the_api(status, message)
         user = payload.get("user") if isinstance(payload, dict) else None
-        record = None
-        if isinstance(payload, dict):
-            record = payload.get("data") or payload.get("absensi")
+        record = payload.get("data") or payload.get("absensi")
         name = _text(user.get("name")) if isinstance(user, dict) else None
         kept = _text(record.get("keterangan")) if isinstance(record, dict) else None
         return Delivered(name, kept)
@@ -127,7 +166,7 @@ def _absensi(status: int, document: Any, message: str) -> Outcome:
 
 def _unlisted(status: int, document: Any, message: str) -> Outcome:
     """Answers outside the profile's table, shared by integration and absensi."""
-    if status in (401, 403):
+    if status == 401 or (status == 403 and isinstance(document, dict)):
         return Paused("paused-auth", status, message)
     if 300 <= status < 400:
         return Paused("paused-config", status, f"redirected: check [uplink] url ({message})")
@@ -135,6 +174,11 @@ def _unlisted(status: int, document: Any, message: str) -> Outcome:
         # Not the API answering about this tap but a wrong path (NestJS "Cannot POST /x",
         # a proxy's HTML page): every tap would fail the same way.
         return Paused("paused-config", status, f"not found: check [uplink] url ({message})")
+    if 400 <= status < 500 and not isinstance(document, dict):
+        # Both APIs answer every error with a JSON object (NestJS, seed 003): a 4xx page
+        # that is not one comes from something in front of the API (a proxy's 403, 405
+        # or 413 page) and would refuse every tap alike.
+        return not_the_api(status, message)
     if 400 <= status < 500:
         return Rejected(f"http-{status}", status, message)
     return _transient(status, message)
@@ -162,8 +206,21 @@ def webhook_answer(status: int, statuses: Mapping[str, WebhookAnswer]) -> Webhoo
     return "transient"
 
 
-def _webhook(status: int, message: str, statuses: Mapping[str, WebhookAnswer]) -> Outcome:
+def _webhook(
+    status: int,
+    document: Any,
+    message: str,
+    statuses: Mapping[str, WebhookAnswer],
+    success: WebhookSuccess,
+) -> Outcome:
     answer = webhook_answer(status, statuses)
+    if (
+        answer in ("delivered", "duplicate")
+        and 200 <= status < 300
+        and success == "json"
+        and document is None
+    ):
+        return not_the_api(status, message)
     if answer == "delivered":
         return Delivered()
     if answer == "duplicate":
@@ -184,7 +241,8 @@ def _delivered(data: Any, name_key: str, status_key: str) -> Delivered:
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: a deep `[[[[...` is not an answer either (and json raises it).
         return None
 
 
@@ -194,10 +252,33 @@ def _message(document: Any, body: bytes) -> str:
     if isinstance(document, dict):
         found = document.get("message") or document.get("error")
     if isinstance(found, list):
-        found = "; ".join(str(item) for item in found)
-    text = str(found) if found else body.decode("utf-8", "replace")
-    # One printable line: it goes into the journal and a CSV cell.
-    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+        # NestJS ValidationPipe: `"message": ["card_no must be a string", ...]`.
+        found = "; ".join(str(item) for item in found[:10])
+    text = str(found)[:_SCAN_MAX] if found else _first_line(body)
+    return _one_line(text)
+
+
+def _first_line(body: bytes) -> str:
+    """What a person would read first: an HTML page's <title> (nginx's "502 Bad
+    Gateway", a portal's "Guest Wi-Fi login"), else the first line with text."""
+    head = body[:_SCAN_MAX]
+    if title := _TITLE.search(head):
+        return html.unescape(title[1].decode("utf-8", "replace"))
+    text = head.decode("utf-8", "replace")
+    if _HTML.match(head):
+        text = html.unescape(_TAG.sub("\n", text))
+    for line in text.splitlines():
+        if line.strip():
+            return line
+    return ""
+
+
+def _one_line(text: str) -> str:
+    # One printable line: it goes into the journal and a CSV cell. The input is cut first,
+    # so the walk below costs the same on a 200 MB page as on a short message.
+    text = text[: MESSAGE_MAX * 4]
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    text = _SPACES.sub(" ", text).strip()
     return text if len(text) <= MESSAGE_MAX else text[: MESSAGE_MAX - 3] + "..."
 
 

@@ -9,16 +9,16 @@ Formats that compute a number (`dec10`, `wiegand26`, `strip-zeros` of non-decima
 
 - separators `:` `-` `.` and space are allowed (readers and technicians print UIDs so);
 - an odd number of hex digits gets a leading 0;
-- exactly 12 hex digits whose last byte is the XOR of the first five are an EM4100 ID
-  followed by its checksum, as RDM6300 and ID-12 modules print it: the checksum is not
-  part of the ID, so it is dropped (`as-read` without `reverse_bytes` keeps the text);
+- no checksum is guessed: only a reader protocol that carries one (rdm6300's frame,
+  `core/frames.py`) has one, and its decoder checks and drops it before the ID gets
+  here. Guessing from the digits (12 of them, the last byte the XOR of the first five)
+  mangled about one twelve-digit card number in 256 from readers that send none
+  (issue 12);
 - `reverse_bytes` reverses the byte order of the ID (Mifare UIDs: some databases hold
   the byte-reversed number).
 """
 
 from dataclasses import dataclass
-from functools import reduce
-from operator import xor
 from typing import Final, Literal
 
 CardFormat = Literal["as-read", "dec10", "wiegand26", "hex", "strip-zeros"]
@@ -37,7 +37,6 @@ _DEC_DIGITS: Final = frozenset("0123456789")
 _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 _CARD_NO_CHARS: Final = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz,")
 _SEPARATORS: Final = str.maketrans("", "", ":-. ")
-_EM4100_WITH_CHECKSUM_DIGITS: Final = 12
 
 
 @dataclass(frozen=True)
@@ -64,23 +63,18 @@ def normalize(raw: str, card_format: CardFormat, reverse_bytes: bool = False) ->
 
 
 def _formatted(digits: str, card_format: CardFormat, reverse_bytes: bool) -> str:
-    has_checksum = _is_em4100_with_checksum(digits)
     # SPEC's strip-zeros example is a decimal card number; reversing its "bytes" is
-    # meaningless, so reverse_bytes does not apply to it. An EM4100 ID with its checksum
-    # is hex even when all its digits are decimal (SPEC's 070067315809).
-    if card_format == "strip-zeros" and not has_checksum and set(digits) <= _DEC_DIGITS:
+    # meaningless, so reverse_bytes does not apply to it.
+    if card_format == "strip-zeros" and set(digits) <= _DEC_DIGITS:
         return digits.lstrip("0") or "0"
 
     id_bytes = bytes.fromhex(digits.rjust(len(digits) + len(digits) % 2, "0"))
-    if has_checksum:
-        id_bytes = id_bytes[:-1]
     if reverse_bytes:
         id_bytes = id_bytes[::-1]
 
     if card_format in ("as-read", "hex"):
         # Without a byte-level change, keep the digits as read (no padding added).
-        changed = has_checksum or reverse_bytes
-        return id_bytes.hex().upper() if changed else digits.upper()
+        return id_bytes.hex().upper() if reverse_bytes else digits.upper()
     if card_format == "wiegand26":
         facility, card_hi, card_lo = id_bytes[-3:].rjust(3, b"\0")
         return f"{facility},{card_hi << 8 | card_lo}"
@@ -104,13 +98,6 @@ def _hex_digits(text: str) -> str | InvalidCard:
     if not set(digits) <= _HEX_DIGITS:
         return InvalidCard("not-hex")
     return digits
-
-
-def _is_em4100_with_checksum(digits: str) -> bool:
-    if len(digits) != _EM4100_WITH_CHECKSUM_DIGITS:
-        return False
-    *data, checksum = bytes.fromhex(digits)
-    return reduce(xor, data) == checksum
 
 
 def _checked(card_no: str) -> str | InvalidCard:

@@ -125,6 +125,11 @@ class Uploader:
     def state(self) -> str:
         return self._scheduler.state if self._scheduler is not None else "ok"
 
+    @property
+    def message(self) -> str:
+        """What the server (or the network) last said of a failure; "" when ok."""
+        return self._scheduler.message if self._scheduler is not None else ""
+
     def wake(self, seq: int) -> None:
         """Tap `seq` was recorded."""
         if self._scheduler is None:
@@ -164,7 +169,7 @@ class Uploader:
             # A new timeout, concurrency, trust or proxy takes effect with the next
             # request; the old client closes once its requests have ended.
             self._retire(self._client)
-            self._client = http.client(new, self._transport)
+            self._client = http.client(new, self._transport, device=settings.device.name)
         self._event.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -179,7 +184,9 @@ class Uploader:
             if self._rescan:
                 scheduler.rescan()
             self._scheduler = scheduler
-            self._client = http.client(self._settings.uplink, self._transport)
+            self._client = http.client(
+                self._settings.uplink, self._transport, device=self._settings.device.name
+            )
             await self._carry_out(scheduler, stopping)
         finally:
             await self._close()

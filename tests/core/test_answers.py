@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from gateagent.core.answers import (
     MESSAGE_MAX,
+    NOT_THE_API,
     Delivered,
     Outcome,
     Paused,
@@ -40,7 +41,7 @@ INTEGRATION = [
     (201, INTEGRATION_OK, Delivered("John Doe", "PRESENT")),
     # A student whose status is not CURRENT: "an empty attendance object".
     (200, body({"data": {}}), Delivered()),
-    (200, b"", Delivered()),
+    (200, body({"data": None}), Delivered()),
     (
         400,
         body({"statusCode": 400, "message": "Invalid authentication token"}),
@@ -78,15 +79,11 @@ INTEGRATION = [
         body({"message": "Internal server error"}),
         Retry("http-500", "Internal server error", 500),
     ),
-    (
-        502,
-        b"<html>Bad Gateway</html>",
-        Retry("http-502", "<html>Bad Gateway</html>", 502, ambiguous=True),
-    ),
+    (502, b"<html>Bad Gateway</html>", Retry("http-502", "Bad Gateway", 502, ambiguous=True)),
     (503, b"", Retry("http-503", "", 503)),
     # Beyond the SPEC table (README "Server answers"): answers that would fail every tap.
     (401, body({"message": "Unauthorized"}), Paused("paused-auth", 401, "Unauthorized")),
-    (403, b"Forbidden", Paused("paused-auth", 403, "Forbidden")),
+    (403, body({"message": "Forbidden"}), Paused("paused-auth", 403, "Forbidden")),
     (
         404,
         body(
@@ -102,7 +99,7 @@ INTEGRATION = [
         Paused(
             "paused-config",
             404,
-            "not found: check [uplink] url (<html><body>404 Not Found</body></html>)",
+            "not found: check [uplink] url (404 Not Found)",
         ),
     ),
     (
@@ -258,10 +255,146 @@ def test_any_answer_has_an_outcome(profile: str, status: int, answer: bytes) -> 
     outcome = classify(profile, status, answer)  # type: ignore[arg-type]
     assert isinstance(outcome, Delivered | Rejected | Paused | Retry)
     if 200 <= status < 300:
-        assert isinstance(outcome, Delivered)
+        # Delivered only on the profile's own shape; anything else keeps the tap.
+        assert isinstance(outcome, Delivered) or (
+            outcome == Paused("paused-config", status, outcome.message)
+            and outcome.message.startswith(NOT_THE_API)
+        )
     if status in (408, 429) or status >= 500:
         assert isinstance(outcome, Retry)
     if not isinstance(outcome, Delivered):
         # The server's words, at most MESSAGE_MAX, in at most a short sentence of ours.
-        assert len(outcome.message) <= MESSAGE_MAX + len("redirected: check [uplink] url ()")
+        assert len(outcome.message) <= MESSAGE_MAX + len(NOT_THE_API) + len(" (200: )")
         assert outcome.message.isprintable()
+
+
+def not_api(status: int, first_line: str) -> Paused:
+    return Paused("paused-config", status, f"{NOT_THE_API} ({status}: {first_line})")
+
+
+PORTAL = (
+    b"<!DOCTYPE html>\n<html><head><meta charset='utf-8'>\n"
+    b"<title>Guest Wi-Fi &ndash; Login</title></head>\n<body><form>...</form></body></html>"
+)
+# nginx's own error pages (ngx_http_special_response.c), as a proxy in front of NestJS.
+NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+NGINX_504 = NGINX_502.replace(b"502 Bad Gateway", b"504 Gateway Time-out")
+NGINX_413 = NGINX_502.replace(b"502 Bad Gateway", b"413 Request Entity Too Large")
+SQUID_403 = b"<html><head><title>ERROR: The requested URL could not be retrieved</title>"
+
+# Answers that are not the API's (SPEC "What counts as an answer", issue 12).
+NOT_THE_APIS = [
+    ("integration", 200, PORTAL, not_api(200, "Guest Wi-Fi \u2013 Login")),
+    ("integration", 200, b"", Paused("paused-config", 200, f"{NOT_THE_API} (200, an empty body)")),
+    ("integration", 204, b"", Paused("paused-config", 204, f"{NOT_THE_API} (204, an empty body)")),
+    ("integration", 200, body({"ok": True}), not_api(200, '{"ok": true}')),
+    ("integration", 200, body([{"data": {}}]), not_api(200, '[{"data": {}}]')),
+    ("integration", 200, b"OK\nmore", not_api(200, "OK")),
+    (
+        "integration",
+        405,
+        NGINX_502.replace(b"502 Bad Gateway", b"405 Not Allowed"),
+        not_api(405, "405 Not Allowed"),
+    ),
+    ("integration", 413, NGINX_413, not_api(413, "413 Request Entity Too Large")),
+    (
+        "integration",
+        403,
+        SQUID_403,
+        not_api(403, "ERROR: The requested URL could not be retrieved"),
+    ),
+    ("integration", 400, b"<html><title>400 Bad Request</title>", not_api(400, "400 Bad Request")),
+    ("absensi", 200, PORTAL, not_api(200, "Guest Wi-Fi \u2013 Login")),
+    ("absensi", 201, body({"data": {"id": 1}}), not_api(201, '{"data": {"id": 1}}')),
+    ("absensi", 200, body({"statusCode": 200, "message": "ok"}), not_api(200, "ok")),
+    ("absensi", 403, SQUID_403, not_api(403, "ERROR: The requested URL could not be retrieved")),
+]
+
+
+@pytest.mark.parametrize(
+    ("profile", "status", "answer", "outcome"),
+    NOT_THE_APIS,
+    ids=[f"{p}-{s}-{i}" for i, (p, s, _, _) in enumerate(NOT_THE_APIS)],
+)
+def test_answers_that_are_not_the_apis_pause(
+    profile: str, status: int, answer: bytes, outcome: Outcome
+) -> None:
+    assert classify(profile, status, answer) == outcome  # type: ignore[arg-type]
+
+
+# What NestJS answers by itself, before the application's own errors.
+NESTJS = [
+    (
+        400,
+        body(
+            {
+                "statusCode": 400,
+                "message": ["card_no must be a string", "gate must be a number"],
+                "error": "Bad Request",
+            }
+        ),
+        Rejected("http-400", 400, "card_no must be a string; gate must be a number"),
+    ),
+    (
+        404,
+        body({"message": "Cannot POST /x", "error": "Not Found", "statusCode": 404}),
+        Paused("paused-config", 404, "not found: check [uplink] url (Cannot POST /x)"),
+    ),
+    (502, NGINX_502, Retry("http-502", "502 Bad Gateway", 502, ambiguous=True)),
+    (504, NGINX_504, Retry("http-504", "504 Gateway Time-out", 504, ambiguous=True)),
+    (503, b"Service Unavailable\r\n", Retry("http-503", "Service Unavailable", 503)),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "outcome"), NESTJS, ids=[str(i) for i in range(len(NESTJS))]
+)
+def test_nestjs_and_nginx_shapes(status: int, answer: bytes, outcome: Outcome) -> None:
+    assert classify("integration", status, answer) == outcome
+
+
+@pytest.mark.parametrize(
+    ("success", "answer", "delivered"),
+    [
+        ("any-2xx", PORTAL, True),
+        ("any-2xx", b"", True),
+        ("json", body({"id": "att_000001"}), True),
+        ("json", body([1]), True),
+        ("json", PORTAL, False),
+        ("json", b"", False),
+    ],
+)
+def test_webhook_success_rule(success: str, answer: bytes, delivered: bool) -> None:
+    outcome = classify("webhook", 200, answer, {}, success)  # type: ignore[arg-type]
+    if delivered:
+        assert outcome == Delivered()
+    else:
+        assert isinstance(outcome, Paused)
+        assert outcome.message.startswith(NOT_THE_API)
+
+
+def test_webhook_duplicate_follows_the_success_rule_only_on_2xx() -> None:
+    assert classify("webhook", 409, PORTAL, {}, "json") == Delivered(duplicate=True)
+
+
+def test_a_big_page_is_cheap_and_gives_its_title() -> None:
+    # 16 MB of page: the message is found in the first bytes, never by walking the rest.
+    page = b"<html><head><title>Bad Gateway</title></head><body>" + b"x\x00 " * 5_000_000
+    outcome = classify("integration", 502, page)
+    assert outcome == Retry("http-502", "Bad Gateway", 502, ambiguous=True)
+
+
+def test_a_huge_message_is_cut_before_it_is_walked() -> None:
+    outcome = classify("integration", 422, body({"message": "\u200b" * 3_000_000}))
+    assert outcome == Rejected("http-422", 422, "")
+
+
+@pytest.mark.parametrize("deep", [b"[" * 100_000, b'{"a":' * 100_000])
+def test_deep_json_is_no_answer(deep: bytes) -> None:
+    assert classify("integration", 200, deep) == not_api(
+        200, deep[: MESSAGE_MAX - 3].decode() + "..."
+    )

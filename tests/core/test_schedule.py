@@ -353,7 +353,7 @@ def test_a_rescan_during_a_sweep_is_not_lost() -> None:
     # Item 7: a rescan during a pass was overwritten by the pass's cursor.
     late = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(2, 9)]
     sched = scheduler(*late, concurrency=1)
-    sent, action = run_until_wait(sched, 0.0, late)
+    sent, _ = run_until_wait(sched, 0.0, late)
     assert sent == late[:1]
     released = ModelTap(1, "X", 0, 0.0)  # a held tap released: older than the sweep
     sched.rescan()

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from gateagent import store as store_module
 from gateagent.config import Config
 from gateagent.core.backoff import Backoff
-from gateagent import store as store_module
 from gateagent.simulator import Simulator
 from gateagent.store import NewTap, Store, Tap
 from gateagent.uplink.client import Uploader
