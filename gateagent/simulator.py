@@ -162,6 +162,9 @@ class Simulator:
         self.latency_s = latency_s
         self.received: list[Received] = []
         self._accepted: list[Received] = []
+        # Requests read whole, answered or not yet (a stalled one is in `received` only
+        # once its stall ends).
+        self._arrived: list[float] = []
         self._tz = ZoneInfo(timezone)
         self._host = host
         self._requested_port = port
@@ -319,6 +322,17 @@ class Simulator:
         """Block until at least `count` requests were answered 2xx; a copy of `accepted()`.
         TimeoutError after `timeout_s`."""
         return self._wait(self._accepted, count, timeout_s, "accepted")
+
+    def wait_for_arrived(self, count: int, timeout_s: float = 10.0) -> None:
+        """Block until `count` requests have arrived (read whole, maybe not answered yet)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._arrived) >= count, timeout_s):
+                raise TimeoutError(f"{len(self._arrived)} of {count} requests arrived")
+
+    def _arrive(self, at_mono: float) -> None:
+        with self._changed:
+            self._arrived.append(at_mono)
+            self._changed.notify_all()
 
     def _wait(
         self, records: list[Received], count: int, timeout_s: float, what: str
@@ -570,6 +584,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         request = _Request(self.command, path, headers, body, malformed, dt.datetime.now(dt.UTC))
         fault = simulator._take_fault()
+        simulator._arrive(at_mono)
         if (
             isinstance(fault, _Drop)
             or (isinstance(fault, _Stall) and not self._client_waits(at_mono + fault.seconds))

@@ -17,8 +17,10 @@ import pytest
 from gateagent import store as store_module
 from gateagent.config import Config
 from gateagent.core.backoff import Backoff
+from gateagent.core.schedule import FINISH_S
 from gateagent.simulator import Simulator
 from gateagent.store import NewTap, Store, Tap
+from gateagent.uplink import client as client_module
 from gateagent.uplink.client import Uploader
 from tests.settings import TOKEN, make_settings
 
@@ -516,3 +518,85 @@ def test_other_profiles_answers(
         assert uplink == ["uplink paused-auth: payroll period locked"]
     elif state == "delivered":
         assert uplink[0].startswith("uplink retrying: http-")
+
+
+def test_a_stop_does_not_wait_for_a_request_that_hangs(tmp_path: Path, sim: Simulator) -> None:
+    # Issue 11 item 5: SIGTERM waited for the slowest request (23 s seen).
+    # One slot: the second tap waits for it while the first request hangs.
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "60s", "concurrency": 1}
+    )
+    sim.stall_next(1, 30.0)
+
+    async def stop_while_it_hangs() -> float:
+        store = Store.open(settings.storage.path)
+        tap = record(store, settings, "0000000001")
+        record(store, settings, "0000000002")
+        store.close()
+        uploader = Uploader(settings.storage.path, settings, rng=random.Random(1))
+        stopping = asyncio.Event()
+        task = asyncio.ensure_future(uploader.run(stopping))
+        await asyncio.to_thread(sim.wait_for_arrived, 1)
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+        stopping.set()
+        await asyncio.wait_for(task, timeout=FINISH_S + 5.0)
+        assert tap.seq == 1
+        return loop.time() - stopped_at
+
+    assert asyncio.run(stop_while_it_hangs()) <= FINISH_S + 1.0
+    assert [row[2] for row in states(settings)] == ["pending"] * 2  # sent again next time
+
+
+def test_a_504_is_not_retried_while_the_server_may_still_run_it(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    # Issue 11 item 9: nginx gave up (504) while the API still worked on the request;
+    # a retry a second later made a second check-in.
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "500ms", "ambiguous_margin": "700ms"}
+    )
+    sim.fail_next(1, 504, body="<html><title>504 Gateway Time-out</title></html>")
+    asyncio.run(
+        uploading(
+            settings, settled(settings, 1), before=lambda s: record(s, settings, "0000000001")
+        )
+    )
+    first, second = sim.received
+    assert (first.status, second.status) == (504, 200)
+    assert second.at_mono - first.at_mono >= 1.2  # timeout + ambiguous_margin
+
+
+def test_a_failure_of_our_own_is_accounted_not_repeated_at_once(
+    tmp_path: Path,
+    sim: Simulator,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Issue 11 item 8: an exception in a request task killed it before its outcome was
+    # accounted; the same tap went out on every sweep with no backoff.
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "200ms", "ambiguous_margin": "0s"}
+    )
+    failures = iter([RuntimeError("a bug in building the request")])
+    real_build = client_module.build
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        if (error := next(failures, None)) is not None:
+            raise error
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(client_module, "build", failing_once)
+    asyncio.run(
+        uploading(
+            settings, settled(settings, 1), before=lambda s: record(s, settings, "0000000001")
+        )
+    )
+    assert len(sim.received) == 1
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in tracebacks] == ["sending a tap failed"]
+    conn = sqlite3.connect(settings.storage.path)
+    try:
+        assert conn.execute("SELECT state, attempts FROM taps").fetchall() == [("delivered", 2)]
+    finally:
+        conn.close()
