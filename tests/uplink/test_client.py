@@ -6,26 +6,22 @@ import asyncio
 import logging
 import random
 import sqlite3
-import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateagent import store as store_module
-from gateagent.config import Config
-from gateagent.core.backoff import Backoff
 from gateagent.core.schedule import FINISH_S
 from gateagent.simulator import Simulator
-from gateagent.store import NewTap, Store, Tap
+from gateagent.store import Store
 from gateagent.uplink import client as client_module
 from gateagent.uplink.client import Uploader
 from tests.settings import TOKEN, make_settings
+from tests.uplink.uploading import NOW, record, settled, states, uploading
 
-FAST = Backoff(base_s=0.01, cap_s=0.05)
-NOW = datetime.now(UTC).replace(microsecond=123456)
 ROSTER = {f"{n:010d}": f"Student {n}" for n in range(1, 30)}
 
 
@@ -33,76 +29,6 @@ ROSTER = {f"{n:010d}": f"Student {n}" for n in range(1, 30)}
 def sim() -> Iterator[Simulator]:
     with Simulator(token=TOKEN, roster=ROSTER) as simulator:
         yield simulator
-
-
-def record(
-    store: Store, settings: Config, card_no: str, at: datetime = NOW, direction: str = "auto"
-) -> Tap:
-    return store.record(
-        NewTap(
-            tap_id=str(uuid.uuid4()),
-            card_no=card_no,
-            reader="desk",
-            gate=None,
-            direction=direction,  # type: ignore[arg-type]
-            tapped_at=at,
-            at_mono=1.0,
-            boot_id="b",
-            clock_synced=True,
-        ),
-        settings.device.tz,
-        settings.taps.min_checkout_after,
-        hold=False,
-    )
-
-
-def states(settings: Config) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(settings.storage.path)
-    try:
-        return conn.execute(
-            "SELECT card_no, checktype, state, reason, student_name, attendance_status"
-            " FROM taps ORDER BY seq"
-        ).fetchall()
-    finally:
-        conn.close()
-
-
-async def uploading(
-    settings: Config,
-    until: Callable[[], bool],
-    *,
-    before: Callable[[Store], None] = lambda store: None,
-    during: Callable[[Store, Uploader], Any] | None = None,
-    timeout_s: float = 20.0,
-) -> Uploader:
-    """Run an uploader over the settings' database until `until()` holds."""
-    store = Store.open(settings.storage.path)
-    before(store)
-    uploader = Uploader(
-        settings.storage.path, settings, rng=random.Random(1), backoff=FAST, pause_backoff=FAST
-    )
-    stopping = asyncio.Event()
-    task = asyncio.ensure_future(uploader.run(stopping))
-    try:
-        if during is not None:
-            await during(store, uploader)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not until():
-            assert asyncio.get_running_loop().time() < deadline, "uploader did not finish"
-            await asyncio.sleep(0.01)  # the simulator answers in other threads
-    finally:
-        stopping.set()
-        await task
-        store.close()
-    return uploader
-
-
-def settled(settings: Config, count: int) -> Callable[[], bool]:
-    def done() -> bool:
-        rows = states(settings)
-        return len(rows) >= count and all(row[2] in ("delivered", "rejected") for row in rows)
-
-    return done
 
 
 def test_integration_payload_and_delivery(tmp_path: Path, sim: Simulator) -> None:

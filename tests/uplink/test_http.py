@@ -28,7 +28,7 @@ from gateagent.uplink import http
 from gateagent.uplink.profiles import Request
 from tests.proxy import Proxy
 from tests.settings import TOKEN, make_settings
-from tests.uplink.test_client import record, states, uploading
+from tests.uplink.uploading import record, states, uploading
 
 API_OK = json.dumps({"data": {"id": 1, "studentName": "Budi", "attendanceStatus": "PRESENT"}})
 PORTAL = b"<!DOCTYPE html><html><head><title>Guest Wi-Fi login</title></head><body>...</body>"
