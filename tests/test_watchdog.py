@@ -1,4 +1,5 @@
-"""sd_notify from a real `gateagent run`: READY=1, STATUS=, WATCHDOG=1 while alive, also\nwhile another process holds the database."""
+"""sd_notify from a real `gateagent run`: READY=1, STATUS=, WATCHDOG=1 while alive, also
+while another process holds the database."""
 
 from __future__ import annotations
 
