@@ -135,7 +135,7 @@ class Daemon:
         self._removing: set[str] = set()
         self._publish_wanted = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def run(self) -> int:
         return asyncio.run(self._main())
@@ -160,7 +160,7 @@ class Daemon:
         self._recorder.start(self._supervisor.thread, opened=False)
         self._start_readers(settings.readers)
         supervise = self._supervisor.task
-        self._tasks.append(supervise("database", self._opening, stopping))
+        self._tasks["database"] = supervise("database", self._opening, stopping)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._opened.wait(), READY_WAIT_S)
         self._check_clock()
@@ -175,26 +175,28 @@ class Daemon:
             counts.get("held", "-"),
             settings.uplink.profile,
         )
-        self._tasks.append(supervise("watchdog", self._watching, stopping))
-        self._tasks.append(supervise("housekeeping", self._housekeeping, stopping))
-        publisher = supervise("publisher", self._publishing, stopping)
+        self._tasks["watchdog"] = supervise("watchdog", self._watching, stopping)
+        self._tasks["housekeeping"] = supervise("housekeeping", self._housekeeping, stopping)
+        self._tasks["publisher"] = supervise("publisher", self._publishing, stopping)
         await stopping.wait()
-        return await self._stop(publisher)
+        return await self._stop()
 
     def _stop_requested(self) -> None:
         self._stopping.set()
         self._publish_wanted.set()  # the publisher ends; the last state is written below
 
-    async def _stop(self, publisher: asyncio.Task[None]) -> int:
+    async def _stop(self) -> int:
         self._notifier.stopping()
         log.info("gateagent stopping: finishing requests in flight")
         for running in self._readers.values():
             running.stop.set()
-        for task in (self._reloading, self._tasks[0]):  # a reload, the database's opening
-            if task is not None:
-                task.cancel()
-        # Each returns on `stopping`; whatever one of them raised was the supervisor's.
-        await asyncio.gather(*self._tasks, publisher, return_exceptions=True)
+        # What may be waiting for the database ends now (the state still to write is
+        # written below, once); the uploader and the watchdog return on `stopping`.
+        if self._reloading is not None:
+            self._reloading.cancel()
+        for name in ("database", "housekeeping", "publisher"):
+            self._tasks[name].cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self._recorder.close()
         pending: object = "-"
         if self._opened.is_set():
@@ -271,8 +273,8 @@ class Daemon:
             settings.storage.path, self.settings, transport=self._transport, on_state=self._state
         )
         uploader = self._uploader
-        self._tasks.append(
-            self._supervisor.task("uploader", lambda: uploader.run(self._stopping), self._stopping)
+        self._tasks["uploader"] = self._supervisor.task(
+            "uploader", lambda: uploader.run(self._stopping), self._stopping
         )
         self._opened.set()
         self._recorder.opened()
@@ -327,6 +329,10 @@ class Daemon:
             rows = self._rows({n: self._readers[n] for n in names if n in self._readers})
             try:
                 await self._db.call(partial(_write_state, meta=meta, rows=rows, keep=None))
+            except asyncio.CancelledError:
+                # The stop: it writes what is still to be written, this too.
+                self._meta = {**meta, **self._meta}
+                raise
             except StoreError as exc:
                 self._meta = {**meta, **self._meta}
                 self._dirty |= names
