@@ -79,13 +79,13 @@ class Disk:
         self.ok = done.returncode == 0
 
     def fill(self) -> None:
-        with self.filler.open("ab") as file:
-            try:
+        try:
+            with self.filler.open("ab") as file:
                 while True:
                     file.write(b"\0" * 65536)
                     file.flush()
-            except OSError:
-                pass
+        except OSError:
+            pass  # full (also when the filler could not even be created: full already)
 
     def free(self) -> None:
         self.filler.unlink(missing_ok=True)
@@ -126,6 +126,7 @@ def main() -> None:
     recorded: list[str] = []
     next_card = 1
     deadline = time.monotonic() + args.seconds
+    daemon: Daemon | None = None
     started = time.monotonic()
 
     def card() -> str:
@@ -207,7 +208,7 @@ def main() -> None:
                 conn.close()
                 figures["recorded taps lost"] = sum((Counter(recorded) - in_db).values())
 
-            final = Daemon(config(folder, db, sim.integration_url, variant))
+            final = daemon = Daemon(config(folder, db, sim.integration_url, variant))
             final.wait("gateagent started", timeout_s=30)
             conn = sqlite3.connect(db)
             try:
@@ -223,6 +224,9 @@ def main() -> None:
             final.stop()
             accepted = [str(r.body["card_no"]) for r in sim.accepted()]
     finally:
+        if daemon is not None and daemon.process.poll() is None:
+            daemon.process.kill()  # the soak itself failed: leave nothing running
+            daemon.process.wait(10)
         if disk is not None:
             disk.free()
             disk.close()
