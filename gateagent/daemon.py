@@ -1,14 +1,26 @@
 """`gateagent run`: wiring the readers, the store and the uploader on one event loop.
 
-    reader threads --emit--> Recorder (normalize, debounce, record) --wake--> Uploader
-                                      \\-> Store (SQLite) <-- answers ---------/
+    reader threads --read--> Recorder (normalize, debounce) --writer thread--> SQLite
+                                      \\--recorded (on the loop)--> Uploader --> server
 
 Readers block in their own threads and hand reads to the recorder, whose writer thread
-commits the taps on its own SQLite connection and tells the loop (`Handoff`);
-everything else that touches SQLite runs on the loop, so the store needs no locks. Signals:
-SIGTERM/SIGINT finish the requests in flight, commit and exit 0; SIGHUP re-reads the
-configuration. systemd hears READY=1 once the database is open, a one-line STATUS=,
-and WATCHDOG=1 only while the loops are alive.
+commits the taps on its own SQLite connection and tells the loop. The event loop never
+waits on SQLite (issue 11): what the daemon itself writes (meta, reader health, the
+readers of a reload, retention) goes through a `DbThread`, so another writer holding
+the database (a `requeue`, a `sqlite3` shell, a backup) delays those writes, never the
+uploads, the signals or the watchdog.
+
+Every task and thread runs under the `Supervisor` (gateagent/supervise.py): an
+unexpected error is logged once with its traceback and the component restarted after a
+backoff. A database that cannot be opened or written at start (full disk, locked,
+unwritable folder) does not stop the daemon: the readers read, the recorder keeps the
+taps in memory, `critical` is logged once, and the database is opened and the taps
+committed as soon as it can be.
+
+Signals: SIGTERM/SIGINT finish the requests in flight, commit and exit 0; SIGHUP re-reads
+the configuration, which takes effect whole or not at all. systemd hears READY=1 once the
+database is open (or, if it cannot be, once the readers read without it), a one-line
+STATUS=, and WATCHDOG=1 while every component runs or is being restarted.
 """
 
 from __future__ import annotations
@@ -20,30 +32,52 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from typing import TypeVar
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from gateagent import config
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
-from gateagent.errors import ConfigError, GateagentError
+from gateagent.dbthread import DbThread
+from gateagent.errors import ConfigError, GateagentError, StoreError
 from gateagent.logs import Repeats
 from gateagent.notify import Notifier
 from gateagent.readers import source_for
-from gateagent.readers.base import Source, start
+from gateagent.readers.base import Source
 from gateagent.recorder import Recorder
 from gateagent.store import Store, Tap, iso
+from gateagent.supervise import Supervisor
 from gateagent.uplink.client import Uploader
 
 log = logging.getLogger(__name__)
 
-# STATUS=, the clock check and the readers' last taps are at most this late; an idle
-# gate wakes this seldom (benchmarks/idle.py: a 1 s tick cost 0.13 % CPU, this 0.05 %).
+T = TypeVar("T")
+
+# STATUS= and the clock check are at most this late; an idle gate wakes this seldom
+# (benchmarks/idle.py: a 1 s tick cost 0.13 % CPU, this 0.05 %).
 HOUSEKEEPING_S = 5.0
 PURGE_EVERY_S = 3600.0
+# A component the supervisor could not bring back for this long is not healing:
+# WATCHDOG=1 stops, and systemd restarts the whole daemon.
+DOWN_LIMIT_S = 60.0
+# READY=1 waits this long at most for the database: beyond it, systemd's start timeout
+# (30 s) would restart a daemon whose readers are reading fine.
+READY_WAIT_S = 5.0
+# At stop, the last state written waits at most this long (the unit's stop timeout is
+# 20 s, and the recorder's last try and the requests in flight come first).
+STOP_WRITE_S = 3.0
+# Retries of the database at start and of a reload's writes: quick at first, then twice
+# a minute (tenacity's full-jitter exponential, as core/backoff.py for the server).
+DB_RETRY = wait_random_exponential(multiplier=0.5, max=30.0)
+
+# name, connected, last_error
+Row = tuple[str, bool, str | None]
 
 
 @dataclass
@@ -54,11 +88,20 @@ class _Running:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     connected: bool = False
-    last_tap_at: datetime | None = None
-    last_error: str | None = None
-    # last_tap_at changed since it was last written: published by housekeeping, because
-    # a write per tap would double the commits (and fsyncs) of the tap path.
-    dirty: bool = False
+    last_error: str | None = "starting"
+
+
+def _write_state(
+    store: Store, meta: dict[str, str], rows: Sequence[Row], keep: Sequence[str] | None
+) -> None:
+    """The daemon's state as `status` reads it (in the DbThread)."""
+    for key, value in meta.items():
+        store.set_meta(key, value)
+    if keep is not None:
+        store.forget_readers(keep)
+    for name, connected, error in rows:
+        # last_tap_at is not published: status reads it from the taps (issue 11).
+        store.set_reader(name, connected, None, error)
 
 
 class Daemon:
@@ -80,7 +123,19 @@ class Daemon:
         self._transport = transport
         self._readers: dict[str, _Running] = {}
         self._repeats = Repeats(log)
+        self._supervisor = Supervisor()
         self._synced: bool | None = None
+        self._uploader: Uploader | None = None
+        self._counts: dict[str, int] | None = None
+        self._opened = asyncio.Event()
+        # What is still to be written for status: meta keys and reader names.
+        self._meta: dict[str, str] = {}
+        self._dirty: set[str] = set()
+        # Readers a reload is about to stop: not published any more (their rows go).
+        self._removing: set[str] = set()
+        self._publish_wanted = asyncio.Event()
+        self._reloading: asyncio.Task[None] | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def run(self) -> int:
         return asyncio.run(self._main())
@@ -88,81 +143,218 @@ class Daemon:
     async def _main(self) -> int:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        store = Store.open(settings.storage.path)
-        self._store = store
-        try:
-            boot = self._clock.boot_id()
-            if unknown := store.mark_clock_unknown(boot):
-                log.warning(
-                    "held taps of an earlier boot cannot be corrected reason=clock-unknown count=%d"
-                    " (gateagent requeue --held, or --drop)",
-                    unknown,
+        self._stopping = stopping = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, self._stop_requested)
+        loop.add_signal_handler(signal.SIGINT, self._stop_requested)
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        self._db = DbThread(settings.storage.path, "daemon-db")
+        self._recorder = Recorder(
+            settings.storage.path,
+            settings,
+            self._clock,
+            on_recorded=self._recorded,
+            on_released=self._released,
+        )
+        # The writer keeps taps in memory until the database is open; the readers read
+        # from the start either way (SPEC: never wait to start reading).
+        self._recorder.start(self._supervisor.thread, opened=False)
+        self._start_readers(settings.readers)
+        supervise = self._supervisor.task
+        self._tasks["database"] = supervise("database", self._opening, stopping)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._opened.wait(), READY_WAIT_S)
+        self._check_clock()
+        self._notify_status()
+        self._notifier.ready()
+        counts = self._counts or {}
+        log.info(
+            "gateagent started device=%s readers=%d pending=%s held=%s profile=%s",
+            settings.device.name,
+            len(settings.readers),
+            counts.get("pending", "-"),
+            counts.get("held", "-"),
+            settings.uplink.profile,
+        )
+        self._tasks["watchdog"] = supervise("watchdog", self._watching, stopping)
+        self._tasks["housekeeping"] = supervise("housekeeping", self._housekeeping, stopping)
+        self._tasks["publisher"] = supervise("publisher", self._publishing, stopping)
+        await stopping.wait()
+        return await self._stop()
+
+    def _stop_requested(self) -> None:
+        self._stopping.set()
+        self._publish_wanted.set()  # the publisher ends; the last state is written below
+
+    async def _stop(self) -> int:
+        self._notifier.stopping()
+        log.info("gateagent stopping: finishing requests in flight")
+        for running in self._readers.values():
+            running.stop.set()
+        # What may be waiting for the database ends now (the state still to write is
+        # written below, once); the uploader and the watchdog return on `stopping`.
+        if self._reloading is not None:
+            self._reloading.cancel()
+        for name in ("database", "housekeeping", "publisher"):
+            self._tasks[name].cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self._recorder.close()
+        pending: object = "-"
+        if self._opened.is_set():
+            rows = [(name, False, "gateagent stopped") for name in self._readers]
+            meta = {**self._meta, "pid": "", "stopped_at": iso(datetime.now(UTC))}
+
+            def last(store: Store) -> int:
+                _write_state(store, meta, rows, None)
+                return store.counts()["pending"]
+
+            try:
+                pending = await asyncio.wait_for(self._db.call(last), STOP_WRITE_S)
+            except (GateagentError, TimeoutError) as exc:
+                log.error("the daemon's last state not written: %s", exc or "timed out")
+        log.info("gateagent stopped pending=%s", pending)
+        await self._db.close()
+        return 0
+
+    # -- the database ------------------------------------------------------------------
+
+    async def _opening(self) -> None:
+        """Open the database, retried until it can be; then the writer and the uploader go."""
+        async for attempt in AsyncRetrying(
+            wait=DB_RETRY,
+            retry=retry_if_exception_type(StoreError),
+            before_sleep=self._open_failed,
+        ):
+            with attempt:
+                await self._open()
+
+    def _open_failed(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        self._repeats.report(
+            "database",
+            logging.CRITICAL,
+            f"tap database cannot be used: {error}; readers keep reading, taps are kept in"
+            f" memory and recorded once it can be (unsaved={self._recorder.unsaved})",
+            time.monotonic(),
+        )
+
+    async def _open(self) -> None:
+        settings = self.settings
+        boot = self._clock.boot_id()
+        meta = {
+            **self._decision_meta(settings),
+            "device": settings.device.name,
+            "pid": str(os.getpid()),
+            # Not the last run's uplink state or message.
+            "uplink_state": "ok",
+            "uplink_message": "",
+            "uplink_state_since": iso(datetime.now(UTC)),
+        }
+        rows = self._rows(self._readers)
+        names = list(self._readers)
+
+        def prepare() -> tuple[dict[str, int], int]:
+            store = Store.open(settings.storage.path)
+            try:
+                unknown = store.mark_clock_unknown(boot)
+                _write_state(store, meta, rows, names)
+                return store.counts(), unknown
+            finally:
+                store.close()
+
+        counts, unknown = await asyncio.to_thread(prepare)
+        if unknown:
+            log.warning(
+                "held taps of an earlier boot cannot be corrected reason=clock-unknown count=%d"
+                " (gateagent requeue --held, or --drop)",
+                unknown,
+            )
+        self._counts = counts
+        self._uploader = Uploader(
+            settings.storage.path, self.settings, transport=self._transport, on_state=self._state
+        )
+        uploader = self._uploader
+        self._tasks["uploader"] = self._supervisor.task(
+            "uploader", lambda: uploader.run(self._stopping), self._stopping
+        )
+        self._opened.set()
+        self._recorder.opened()
+        self._publish_wanted.set()
+        self._repeats.resolve(
+            "database", "tap database open: taps kept in memory are recorded now", time.monotonic()
+        )
+
+    def _decision_meta(self, settings: Config) -> dict[str, str]:
+        # `requeue --held` decides a tap's direction as the daemon does (store.requeue).
+        return {
+            "timezone": settings.device.timezone,
+            "min_checkout_after_s": str(settings.taps.min_checkout_after),
+        }
+
+    async def _retrying(self, key: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` until the database takes it; each failure reported (once, then summed)."""
+
+        def failed(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            self._repeats.report(key, logging.ERROR, f"{what}: {error}", time.monotonic())
+
+        async for attempt in AsyncRetrying(
+            wait=DB_RETRY, retry=retry_if_exception_type(StoreError), before_sleep=failed
+        ):
+            with attempt:
+                result = await call()
+        self._repeats.resolve(key, f"{what}: done", time.monotonic())
+        return result
+
+    # -- what status reads ---------------------------------------------------------------
+
+    def _set_meta(self, **values: str) -> None:
+        self._meta.update(values)
+        self._publish_wanted.set()
+
+    def _rows(self, readers: dict[str, _Running]) -> list[Row]:
+        return [(name, r.connected, r.last_error) for name, r in readers.items()]
+
+    async def _publishing(self) -> None:
+        """The one writer of the daemon's state for status, through the DbThread; what
+        could not be written is kept (the newest value of each) and written later."""
+        while True:
+            await self._publish_wanted.wait()
+            if self._stopping.is_set():
+                return
+            await self._opened.wait()
+            self._publish_wanted.clear()
+            meta, self._meta = self._meta, {}
+            names = self._dirty - self._removing
+            self._dirty -= names
+            rows = self._rows({n: self._readers[n] for n in names if n in self._readers})
+            try:
+                await self._db.call(partial(_write_state, meta=meta, rows=rows, keep=None))
+            except asyncio.CancelledError:
+                # The stop: it writes what is still to be written, this too.
+                self._meta = {**meta, **self._meta}
+                raise
+            except StoreError as exc:
+                self._meta = {**meta, **self._meta}
+                self._dirty |= names
+                self._repeats.report(
+                    "publish", logging.ERROR, f"status not written: {exc}", time.monotonic()
                 )
-            store.set_meta("device", settings.device.name)
-            store.set_meta("pid", str(os.getpid()))
-            self._uploader = Uploader(
-                settings.storage.path,
-                settings,
-                transport=self._transport,
-                on_state=self._uplink_state,
-            )
-            self._recorder = Recorder(
-                settings.storage.path,
-                settings,
-                self._clock,
-                on_recorded=self._recorded,
-                on_released=self._released,
-            )
-            self._recorder.start()
-            self._uplink_state("ok", "")  # not the last run's state or message
-            self._check_clock()
-            counts = store.counts()
-            stopping = asyncio.Event()
-            loop.add_signal_handler(signal.SIGTERM, stopping.set)
-            loop.add_signal_handler(signal.SIGINT, stopping.set)
-            loop.add_signal_handler(signal.SIGHUP, self._reload)
-            # Reader threads start at once and never hold up READY=1 (SPEC: ready once
-            # the database is open); the first STATUS= goes before it, so a
-            # `systemctl status` right after `start` shows it.
-            store.forget_readers([reader.name for reader in settings.readers])
-            self._start_readers(settings.readers)
-            self._notify_status()
-            self._notifier.ready()
-            log.info(
-                "gateagent started device=%s readers=%d pending=%d held=%d profile=%s",
-                settings.device.name,
-                len(settings.readers),
-                counts["pending"],
-                counts["held"],
-                settings.uplink.profile,
-            )
-            uploading = asyncio.ensure_future(self._uploader.run(stopping))
-            housekeeping = asyncio.ensure_future(self._housekeeping(stopping, uploading))
-            await stopping.wait()
-            self._notifier.stopping()
-            log.info("gateagent stopping: finishing requests in flight")
-            for running in self._readers.values():
-                running.stop.set()
-            await uploading
-            await housekeeping
-            await self._recorder.close()
-            for running in self._readers.values():
-                if running.dirty:
-                    self._publish_reader(running)
-            log.info("gateagent stopped pending=%d", store.counts()["pending"])
-            return 0
-        finally:
-            store.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+                self._publish_wanted.set()
+            else:
+                self._repeats.resolve("publish", "status written again", time.monotonic())
 
-    # -- readers ---------------------------------------------------------------------
+    # -- readers -------------------------------------------------------------------------
 
-    def _start_readers(self, readers: list[Reader]) -> None:
+    def _start_readers(
+        self, readers: list[Reader], sources: dict[str, Source] | None = None
+    ) -> None:
         loop = asyncio.get_running_loop()
         for reader in readers:
             running = _Running(reader)
             self._readers[reader.name] = running
-            self._store.set_reader(reader.name, False, None, "starting")
-            source = self._sources(reader)
+            given = (sources or {}).get(reader.name)
 
             def emit(raw: str, running: _Running = running) -> None:
                 if not running.stop.is_set():
@@ -171,18 +363,32 @@ class Daemon:
             def health(ok: bool, error: str | None, running: _Running = running) -> None:
                 loop.call_soon_threadsafe(self._health, running, ok, error)
 
-            running.thread = start(source, emit, health, running.stop)
+            def read(
+                running: _Running = running,
+                given: Source | None = given,
+                emit: Callable[[str], None] = emit,
+                health: Callable[[bool, str | None], None] = health,
+            ) -> None:
+                try:
+                    # Made here, so a reader that cannot even be set up is retried too.
+                    source = given or self._sources(running.config)
+                    source.run(emit, health, running.stop)
+                except Exception as exc:
+                    health(False, f"reader stopped: {type(exc).__name__}: {exc}")
+                    raise
+
+            # hid and serial readers never end on their own; a stdin reader ends with
+            # its input.
+            running.thread = self._supervisor.thread(
+                f"reader {reader.name}",
+                read,
+                running.stop,
+                restart_on_return=reader.kind != "stdin",
+            )
 
     def _recorded(self, tap: Tap) -> None:
-        running = self._readers.get(tap.reader)
-        if running is not None:
-            running.last_tap_at = self._clock.now_utc()
-            running.dirty = True
-        if tap.state == "held" and self._synced:
-            # Read before the clock synchronized, committed after its held taps were
-            # released: release it too, rather than leave it held until a restart.
-            self._release_held()
-        self._uploader.wake(tap.seq)
+        if self._uploader is not None:
+            self._uploader.wake(tap.seq)
 
     def _health(self, running: _Running, ok: bool, error: str | None) -> None:
         if running.stop.is_set() or (ok, error) == (running.connected, running.last_error):
@@ -193,85 +399,127 @@ class Daemon:
             log.info("reader connected reader=%s", name)
         else:
             log.warning("reader disconnected reader=%s error=%s", name, error)
-        self._publish_reader(running)
+        self._dirty.add(name)
+        self._publish_wanted.set()
 
-    def _publish_reader(self, running: _Running) -> None:
-        running.dirty = False
-        self._store.set_reader(
-            running.config.name, running.connected, running.last_tap_at, running.last_error
-        )
+    # -- configuration -------------------------------------------------------------------
 
-    # -- configuration ----------------------------------------------------------------
+    def _request_reload(self) -> None:
+        if self._reloading is not None and not self._reloading.done():
+            # Not applied yet (it waits for the database): the newer file wins.
+            self._reloading.cancel()
+        self._reloading = self._supervisor.task("reload", self._reload, self._stopping)
 
-    def _reload(self) -> None:
+    async def _reload(self) -> None:
+        """Take the new configuration whole or not at all: the readers' table is written
+        first (retried while the database is busy, the running configuration untouched
+        meanwhile); then the change is applied in memory, where nothing can fail."""
         try:
             new = config.load(self._path)
         except ConfigError as exc:
             log.error("new configuration refused, the running one is kept: %s", exc)
             return
-        old = self.settings
-        if new.storage.path != old.storage.path:
+        if new.storage.path != self.settings.storage.path:
             log.warning(
                 "storage path changed: it takes effect after a restart path=%s", new.storage.path
             )
+        wanted = {reader.name: reader for reader in new.readers}
+        stopping = [name for name, r in self._readers.items() if wanted.get(name) != r.config]
+        changed = [r for name, r in wanted.items() if name in stopping or name not in self._readers]
+        kept = {name: r for name, r in self._readers.items() if name not in stopping}
+        rows = [*self._rows(kept), *((r.name, False, "starting") for r in changed)]
+        if self._opened.is_set():
+            write = partial(
+                _write_state, meta=self._decision_meta(new), rows=rows, keep=list(wanted)
+            )
+            self._removing = set(stopping)
+            try:
+                await self._retrying(
+                    "reload",
+                    "new configuration waits for the database",
+                    lambda: self._db.call(write),
+                )
+            finally:
+                self._removing = set()
+        else:
+            self._meta.update(self._decision_meta(new))  # _open writes the readers
+        # Applied in one step of the loop: no await from here on.
+        if self._uploader is not None:
+            self._uploader.reconfigure(new)
         self.settings = new
         self._recorder.reconfigure(new)
-        self._uploader.reconfigure(new)
-        old_readers = {reader.name: reader for reader in old.readers}
-        new_readers = {reader.name: reader for reader in new.readers}
-        changed = [r for name, r in new_readers.items() if old_readers.get(name) != r]
-        for name, running in list(self._readers.items()):
-            if new_readers.get(name) != running.config:
-                running.stop.set()
-                del self._readers[name]
-        self._store.forget_readers(list(new_readers))
+        for name in stopping:
+            self._readers.pop(name).stop.set()
+            self._dirty.discard(name)
         self._start_readers(changed)
         log.info("configuration reloaded path=%s readers_restarted=%d", self._path, len(changed))
 
-    # -- housekeeping -----------------------------------------------------------------
+    # -- housekeeping --------------------------------------------------------------------
 
-    async def _housekeeping(self, stopping: asyncio.Event, uploading: asyncio.Future[None]) -> None:
+    def _tick_s(self) -> float:
         interval = self._notifier.watchdog_interval_s()
-        tick = min(HOUSEKEEPING_S, interval) if interval else HOUSEKEEPING_S
-        next_purge = 0.0
-        while not stopping.is_set():
+        return min(HOUSEKEEPING_S, interval) if interval else HOUSEKEEPING_S
+
+    async def _watching(self) -> None:
+        """STATUS= and WATCHDOG=1, from memory only: a busy database never delays them."""
+        tick = self._tick_s()
+        while not self._stopping.is_set():
             now = time.monotonic()
-            self._check_clock()
-            if now >= next_purge:
-                self._purge()
-                next_purge = now + PURGE_EVERY_S
-            for running in self._readers.values():
-                if running.dirty:
-                    self._publish_reader(running)
-            self._uploader.tick()
+            if self._uploader is not None:
+                self._uploader.tick()
             self._repeats.tick(now)
+            self._supervisor.tick(now)
             self._notify_status()
-            if self._alive(uploading):
+            if self._alive():
                 self._notifier.watchdog()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=tick)
+                await asyncio.wait_for(self._stopping.wait(), timeout=tick)
 
-    def _alive(self, uploading: asyncio.Future[None]) -> bool:
-        """WATCHDOG=1 only while every loop is alive: this event loop (it runs this), the
-        uploader, the recorder's writer thread, and the threads of hid and serial readers
-        (they never end on their own; a stdin reader ends with its input). Otherwise
-        systemd restarts us."""
-        stuck = []
-        if uploading.done() or not self._uploader.alive():
+    async def _housekeeping(self) -> None:
+        """The clock check, retention and the counts for STATUS=; a database error is
+        reported and tried again at the next tick, never the end of this loop."""
+        next_purge = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            self._check_clock()
+            if self._opened.is_set():
+                try:
+                    if now >= next_purge:
+                        await self._purge()
+                        next_purge = now + PURGE_EVERY_S
+                    self._counts = await self._db.call(lambda store: store.counts())
+                except StoreError as exc:
+                    self._repeats.report("housekeeping", logging.ERROR, str(exc), now)
+                else:
+                    self._repeats.resolve("housekeeping", "housekeeping works again", now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=HOUSEKEEPING_S)
+
+    def _alive(self) -> bool:
+        """WATCHDOG=1 only while every component runs or is being restarted: the
+        supervisor's tasks and threads (a component it cannot bring back within
+        DOWN_LIMIT_S counts as stuck), the uploader's loop and the recorder's writer
+        (not stuck in one commit). Otherwise systemd restarts us."""
+        down = self._supervisor.down()
+        stuck = sorted(name for name, seconds in down.items() if seconds > DOWN_LIMIT_S)
+        if self._uploader is not None and not self._uploader.alive():
             stuck.append("uploader")
         if not self._recorder.alive():
             stuck.append("recorder")
-        for name, running in self._readers.items():
-            thread = running.thread
-            if running.config.kind != "stdin" and (thread is None or not thread.is_alive()):
-                stuck.append(f"reader {name}")
+        now = time.monotonic()
         if stuck:
             self._repeats.report(
                 "watchdog",
                 logging.CRITICAL,
                 f"not alive: {', '.join(stuck)}; systemd's watchdog will restart gateagent",
-                time.monotonic(),
+                now,
             )
+        elif down:
+            self._repeats.report(
+                "watchdog", logging.ERROR, f"down, restarting: {', '.join(sorted(down))}", now
+            )
+        else:
+            self._repeats.resolve("watchdog", "every component runs again", now)
         return not stuck
 
     def _check_clock(self) -> None:
@@ -280,7 +528,7 @@ class Daemon:
         if synced == self._synced:
             return
         self._synced = synced
-        self._store.set_meta("clock_synchronized", "1" if synced else "0")
+        self._set_meta(clock_synchronized="1" if synced else "0")
         if not synced:
             if settings.device.require_clock_sync:
                 self._repeats.report(
@@ -291,49 +539,38 @@ class Daemon:
                 )
             return
         self._repeats.resolve("clock", "clock synchronized", self._clock.now_mono())
-        self._release_held()
-
-    def _release_held(self) -> None:
-        settings = self.settings
-        try:
-            released = self._store.release_held(
-                self._clock.boot_id(),
-                self._clock.now_utc(),
-                self._clock.now_mono(),
-                settings.device.tz,
-                settings.taps.min_checkout_after,
-            )
-        except GateagentError as exc:
-            # The recorder releases them before the next tap it records, or this
-            # runs again when the next held tap is recorded.
-            log.error("held taps not released: %s", exc)
-            return
-        self._released(released)
+        # The writer releases them, in line with the taps (recorder.py).
+        self._recorder.release_held()
 
     def _released(self, count: int) -> None:
-        if count:
-            log.info("held taps corrected and released count=%d", count)
+        log.info("held taps corrected and released count=%d", count)
+        if self._uploader is not None:
             self._uploader.rescan()
 
-    def _purge(self) -> None:
+    async def _purge(self) -> None:
         storage = self.settings.storage
-        try:
-            deleted = self._store.purge(datetime.now(UTC), storage.keep_sent, storage.keep_rejected)
-        except GateagentError as exc:
-            log.error("retention failed: %s", exc)
-            return
+        now = datetime.now(UTC)
+        deleted = await self._db.call(
+            lambda store: store.purge(now, storage.keep_sent, storage.keep_rejected)
+        )
         if deleted:
             log.info("retention deleted settled taps count=%d", deleted)
 
-    def _uplink_state(self, state: str, message: str) -> None:
-        self._store.set_meta("uplink_state", state)
-        self._store.set_meta("uplink_message", message)
-        self._store.set_meta("uplink_state_since", iso(datetime.now(UTC)))
+    def _state(self, state: str, message: str) -> None:
+        self._set_meta(
+            uplink_state=state, uplink_message=message, uplink_state_since=iso(datetime.now(UTC))
+        )
 
     def _notify_status(self) -> None:
-        pending = self._store.counts()["pending"] + self._recorder.unsaved
         connected = sum(running.connected for running in self._readers.values())
-        self._notifier.status(
-            f"{pending} pending, uplink {self._uploader.state}, "
-            f"readers {connected}/{len(self._readers)} connected"
-        )
+        readers = f"readers {connected}/{len(self._readers)} connected"
+        down = self._supervisor.down()
+        extra = f", down: {', '.join(sorted(down))}" if down else ""
+        if self._counts is None:
+            self._notifier.status(
+                f"database not open, {self._recorder.unsaved} taps in memory, {readers}{extra}"
+            )
+            return
+        pending = self._counts["pending"] + self._recorder.unsaved
+        state = self._uploader.state if self._uploader is not None else "ok"
+        self._notifier.status(f"{pending} pending, uplink {state}, {readers}{extra}")

@@ -10,8 +10,15 @@ recorded tap (`on_recorded`) and logs it. The event loop is not on the way from 
 to its commit: a busy loop (uploads) does not delay recording, and a slow fsync does
 not delay the loop (benchmarks/ingest.py).
 
-When the disk is full the writer keeps the taps in memory, in order, and records them
-as soon as the disk takes them again.
+When the disk is full, or the database cannot be opened yet (`opened()` not called:
+the daemon could not open it at start), the writer keeps the taps in memory, in order,
+and records them as soon as the database takes them again.
+
+The writer is the one owner of held taps (SPEC "Time", issue 11): it releases this
+boot's held taps, whichever process of the boot recorded them, when the daemon sees the
+clock synchronize (`release_held()`) and before it decides any tap read with a
+synchronized clock, so a later tap of a held card never overtakes it or misses its
+check-in.
 """
 
 from __future__ import annotations
@@ -49,6 +56,18 @@ STUCK_S = 30.0
 
 
 @dataclass(frozen=True)
+class _Release:
+    """Release this boot's held taps (the clock synchronized), in line with the taps."""
+
+    boot_id: str
+    tz: ZoneInfo
+    min_checkout_after_s: float
+
+
+Spawn = Callable[[str, Callable[[], None], threading.Event], threading.Thread]
+
+
+@dataclass(frozen=True)
 class _Job:
     """A tap to commit, with the settings in force when it was read."""
 
@@ -79,7 +98,9 @@ class Recorder:
         self._reading = threading.Lock()
         self._synced = False
         self._synced_at = float("-inf")
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | _Release | None] = queue.SimpleQueue()
+        # Set once the daemon opened (created, upgraded) the database, or at close.
+        self._go = threading.Event()
         # Taps read (counted under _reading) and recorded (counted on the loop): each
         # counter has one writer at a time, and their difference is what waits.
         self._taken = 0
@@ -90,20 +111,45 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._attempt_since: float | None = None
 
-    def start(self) -> None:
-        """Start the writer thread; call on the event loop that hears of recorded taps."""
+    def start(self, spawn: Spawn | None = None, *, opened: bool = True) -> None:
+        """Start the writer thread; call on the event loop that hears of recorded taps.
+
+        `spawn(name, run, stop)` starts it (the daemon's supervisor, which restarts it
+        after an unexpected error); without it, a plain thread. With `opened=False` the
+        writer keeps taps in memory until `opened()`.
+        """
         loop = asyncio.get_running_loop()
         recorded = Handoff(loop, self._recorded)
-        self._thread = threading.Thread(
-            target=self._write, args=(loop, recorded), name="recorder", daemon=True
+        if opened:
+            self._go.set()
+
+        def write() -> None:
+            self._write(loop, recorded)
+
+        if spawn is None:
+            self._thread = threading.Thread(target=write, name="recorder", daemon=True)
+            self._thread.start()
+        else:
+            self._thread = spawn("recorder", write, self._closing)
+
+    def opened(self) -> None:
+        """The database is open (created, upgraded): commit the taps kept meanwhile."""
+        self._go.set()
+
+    def release_held(self) -> None:
+        """The clock synchronized: release this boot's held taps (in the writer thread,
+        in line with the taps read before this call)."""
+        settings = self.settings
+        self._jobs.put(
+            _Release(self._clock.boot_id(), settings.device.tz, settings.taps.min_checkout_after)
         )
-        self._thread.start()
 
     async def close(self) -> None:
         """Commit every tap read so far (unless the disk is still full), then stop."""
         with self._reading:  # a read in progress puts its tap before the end mark
             self._closing.set()
             self._jobs.put(None)
+        self._go.set()  # a database never opened: the writer makes its last try anyway
         if self._thread is not None:
             # In an executor, so the loop keeps running the writer's last callbacks
             # (their log lines) while it finishes; they all come before this returns.
@@ -185,50 +231,92 @@ class Recorder:
     # -- the writer thread ---------------------------------------------------------
 
     def _write(self, loop: asyncio.AbstractEventLoop, recorded: Handoff[Tap]) -> None:
+        # Taps wait in the queue (in memory, counted in `unsaved`) until the database
+        # is open.
+        self._go.wait()
         store: Store | None = None
-        # The boot whose held taps this thread committed and nobody released yet.
-        held_boot: str | None = None
+        # The boot whose held taps may wait for a release; None once released. This
+        # boot at start: a process of this boot before us may have left some.
+        held_boot: str | None = self._clock.boot_id()
         try:
             while (job := self._jobs.get()) is not None:
-                while True:
-                    self._attempt_since = time.monotonic()
-                    try:
-                        store = store or Store.connect(self._path)
-                        if held_boot == job.tap.boot_id and job.tap.clock_synced:
-                            # The clock synchronized since those held taps: release them
-                            # first, so this tap's direction counts them and it does not
-                            # overtake them (the loop's own release may come seconds later).
-                            self._release(loop, store, job)
-                            held_boot = None
-                        tap = store.record(job.tap, job.tz, job.min_checkout_after_s, job.hold)
-                    except Exception as exc:  # a full disk, a lock held too long, or a bug
-                        # The tap is not recorded yet: it stays first in line and is tried
-                        # again on a new connection; reading goes on meanwhile.
-                        loop.call_soon_threadsafe(self._failed, exc)
-                        if store is not None:
-                            store.close()
-                            store = None
-                    else:
-                        break
-                    finally:
-                        self._attempt_since = None
-                    if self._closing.is_set():
-                        return  # the last try, made after the stop began, failed too
-                    self._closing.wait(RETRY_S)
+                if isinstance(job, _Release):
+                    store, held_boot = self._release_now(loop, store, job, held_boot)
+                    continue
+                committed = self._commit(loop, store, job, held_boot)
+                if committed is None:
+                    return  # the last try, made after the stop began, failed too
+                store, tap = committed
+                held_boot = (
+                    None if held_boot == job.tap.boot_id and job.tap.clock_synced else held_boot
+                )
+                recorded.put(tap)
                 if tap.state == "held":
                     held_boot = job.tap.boot_id
-                recorded.put(tap)
+                    if self._clock.synchronized():
+                        # Read before the clock synchronized, committed after: release
+                        # it now rather than wait for the next tap.
+                        release = _Release(job.tap.boot_id, job.tz, job.min_checkout_after_s)
+                        store, held_boot = self._release_now(loop, store, release, held_boot)
         finally:
             if store is not None:
                 store.close()
 
-    def _release(self, loop: asyncio.AbstractEventLoop, store: Store, job: _Job) -> None:
+    def _commit(
+        self, loop: asyncio.AbstractEventLoop, store: Store | None, job: _Job, held_boot: str | None
+    ) -> tuple[Store, Tap] | None:
+        """Record one tap, trying again until it is (or the stop's last try failed)."""
+        while True:
+            self._attempt_since = time.monotonic()
+            try:
+                store = store or Store.connect(self._path)
+                if held_boot == job.tap.boot_id and job.tap.clock_synced:
+                    # Read with a synchronized clock: this boot's held taps are released
+                    # first, so this tap's direction counts them and it does not
+                    # overtake them.
+                    self._release(loop, store, job.tap.boot_id, job.tz, job.min_checkout_after_s)
+                return store, store.record(job.tap, job.tz, job.min_checkout_after_s, job.hold)
+            except Exception as exc:  # a full disk, a lock held too long, or a bug
+                # The tap is not recorded yet: it stays first in line and is tried again
+                # on a new connection; reading goes on meanwhile.
+                loop.call_soon_threadsafe(self._failed, exc)
+                if store is not None:
+                    store.close()
+                    store = None
+            finally:
+                self._attempt_since = None
+            if self._closing.is_set():
+                return None
+            self._closing.wait(RETRY_S)
+
+    def _release_now(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        store: Store | None,
+        job: _Release,
+        held_boot: str | None,
+    ) -> tuple[Store | None, str | None]:
+        """One try; if it fails, the next tap read with a synchronized clock tries again."""
+        try:
+            store = store or Store.connect(self._path)
+            self._release(loop, store, job.boot_id, job.tz, job.min_checkout_after_s)
+        except Exception as exc:
+            loop.call_soon_threadsafe(self._failed_release, exc)
+            if store is not None:
+                store.close()
+            return None, job.boot_id
+        return store, None if held_boot == job.boot_id else held_boot
+
+    def _release(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        store: Store,
+        boot_id: str,
+        tz: ZoneInfo,
+        min_checkout_after_s: float,
+    ) -> None:
         released = store.release_held(
-            job.tap.boot_id,
-            self._clock.now_utc(),
-            self._clock.now_mono(),
-            job.tz,
-            job.min_checkout_after_s,
+            boot_id, self._clock.now_utc(), self._clock.now_mono(), tz, min_checkout_after_s
         )
         if released:
             loop.call_soon_threadsafe(self._on_released, released)
@@ -244,6 +332,14 @@ class Recorder:
             "store",
             logging.CRITICAL,
             f"{_describe(error)}: taps kept in memory and retried unsaved={self.unsaved}",
+            self._clock.now_mono(),
+        )
+
+    def _failed_release(self, error: Exception) -> None:
+        self._repeats.report(
+            "release",
+            logging.ERROR,
+            f"held taps not released yet ({_describe(error)}): tried again before the next tap",
             self._clock.now_mono(),
         )
 

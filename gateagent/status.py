@@ -2,7 +2,9 @@
 
 The daemon publishes what only it knows (uplink state, clock, reader health) in the
 database when it changes, so `status` works from another process, as another user, and
-while the daemon is stopped.
+while the daemon is stopped. A reader's last tap comes from the taps themselves, so it
+shows as soon as the tap is committed. A daemon that is not running (stopped, or
+killed) connects no reader, whatever it last published.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ def collect(store: Store, now: datetime) -> dict[str, Any]:
     oldest = store.oldest_pending()
     last = store.last_delivery()
     synced = meta.get("clock_synchronized")
+    running = _alive(meta.get("pid"))
+    readers = store.readers()
+    for reader in readers:
+        reader["last_tap_at"] = store.last_tap_at(reader["name"])
+        if not running:
+            reader["connected"] = False
+            reader["last_error"] = reader["last_error"] or "gateagent is not running"
     return {
         "device": meta.get("device"),
         "pending": counts["pending"],
@@ -32,9 +41,9 @@ def collect(store: Store, now: datetime) -> dict[str, Any]:
         "uplink_state": meta.get("uplink_state", "ok"),
         "uplink_message": meta.get("uplink_message") or None,
         "clock_synchronized": None if synced is None else synced == "1",
-        "daemon_running": _alive(meta.get("pid")),
+        "daemon_running": running,
         "database_moved_aside": meta.get("moved_aside"),
-        "readers": store.readers(),
+        "readers": readers,
     }
 
 

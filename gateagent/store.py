@@ -127,12 +127,24 @@ def m002_lean_indexes(db: Database) -> None:
     )
 
 
+def m003_last_tap_by_reader(db: Database) -> None:
+    # `status` shows each reader's last tap from the taps themselves (issue 11: the
+    # daemon published it only every few seconds): max(seq) of a reader is one step down
+    # this index, however many taps the reader or the others have.
+    db.executescript(
+        """
+        CREATE INDEX taps_reader ON taps (reader, seq);
+        PRAGMA user_version = 3;
+        """
+    )
+
+
 def migrations() -> Migrations:
     """The schema's migrations, in order."""
     from sqlite_utils import Migrations  # noqa: PLC0415 (see the module's docstring)
 
     chain = Migrations("gateagent")
-    for migration in (m001_taps, m002_lean_indexes):
+    for migration in (m001_taps, m002_lean_indexes, m003_last_tap_by_reader):
         chain()(migration)
     return chain
 
@@ -287,11 +299,15 @@ class Store:
         if direction != "auto":
             return decide(at, direction, (), tz, min_after_s)
         # decide() needs only the card's first check-in of that local day up to `at`.
+        # Only a check-in the server has or may still take counts (pending, released
+        # from held, delivered): one it rejected (`unknown-card`, `future-date`, ...)
+        # never reached its records, and a check-out after it would be refused with
+        # "has no check-in record" (issue 11, item 12; README "Card numbers").
         local = at.astimezone(tz)
         midnight = datetime(local.year, local.month, local.day, tzinfo=tz)
         row = self._conn.execute(
             "SELECT min(tapped_at) FROM taps WHERE card_no = ? AND checktype = 1"
-            " AND tapped_at >= ? AND tapped_at <= ?",
+            " AND tapped_at >= ? AND tapped_at <= ? AND state IN ('pending', 'delivered')",
             (card_no, iso(midnight), iso(at)),
         ).fetchone()
         earlier = [EarlierTap(parse_iso(row[0]), 1)] if row[0] else []
@@ -409,28 +425,63 @@ class Store:
         card_no: str | None = None,
         drop: bool = False,
     ) -> int:
-        """Send matching rejected (or held) taps again, or with `drop` settle them for good."""
-        with self._failing_as("requeue taps"):
-            where = [f"state IN ({', '.join('?' for _ in states)})"]
-            params: list[Any] = list(states)
-            if reason is not None:
-                where.append("reason = ?")
-                params.append(reason)
-            if card_no is not None:
-                where.append("card_no = ?")
-                params.append(card_no)
+        """Send matching rejected (or held) taps again, or with `drop` settle them for good.
+
+        Held taps are taken only once they can no longer be corrected (reason
+        `clock-unknown`: their boot ended before the clock synchronized); this boot's
+        held taps are released, corrected, by the daemon (SPEC "Time"). A requeued held
+        tap is decided as any tap is (`_decide`), with its uncorrected time (the
+        technician's call) and the daemon's timezone and `min_checkout_after`.
+        """
+        where = [f"state IN ({', '.join('?' for _ in states)})"]
+        params: list[Any] = list(states)
+        if "held" in states:
+            where.append("(state != 'held' OR reason = ?)")
+            params.append(CLOCK_UNKNOWN)
+        if reason is not None:
+            where.append("reason = ?")
+            params.append(reason)
+        if card_no is not None:
+            where.append("card_no = ?")
+            params.append(card_no)
+        condition = " AND ".join(where)
+        with self._failing_as("requeue taps"), self._writing():
             if drop:
-                sql = "UPDATE taps SET state = 'rejected', reason = 'dropped', settled_at = ?"
-                params.insert(0, iso(datetime.now(UTC)))
-            else:
-                # A held tap sent after a requeue keeps its uncorrectable time: the
-                # technician's call.
-                sql = (
-                    "UPDATE taps SET state = 'pending', reason = NULL, settled_at = NULL,"
-                    " checktype = coalesce(checktype, CASE direction WHEN 'out' THEN 2 ELSE 1 END)"
+                cursor = self._conn.execute(
+                    "UPDATE taps SET state = 'rejected', reason = 'dropped', settled_at = ?"  # noqa: S608
+                    f" WHERE {condition}",
+                    [iso(datetime.now(UTC)), *params],
                 )
-            cursor = self._conn.execute(f"{sql} WHERE {' AND '.join(where)}", params)
-            return cursor.rowcount
+                return cursor.rowcount
+            rows = self._conn.execute(
+                "SELECT seq, state, card_no, direction, tapped_at, checktype FROM taps"  # noqa: S608
+                f" WHERE {condition} ORDER BY tapped_at, seq",
+                params,
+            ).fetchall()
+            if any(state == "held" for _, state, *_ in rows):
+                tz, min_after_s = self._decision_settings()
+            for seq, was, card, direction, tapped_at, checktype_was in rows:
+                checktype, state, why, settled = checktype_was, "pending", None, None
+                if was == "held":
+                    decision = self._decide(card, parse_iso(tapped_at), direction, tz, min_after_s)
+                    checktype, state, why = _columns(decision)
+                    settled = tapped_at if state == "ignored" else None
+                self._conn.execute(
+                    "UPDATE taps SET state = ?, reason = ?, checktype = ?, settled_at = ?"
+                    " WHERE seq = ?",
+                    (state, why, checktype, settled, seq),
+                )
+            return len(rows)
+
+    def _decision_settings(self) -> tuple[ZoneInfo, float]:
+        """The timezone and min_checkout_after the daemon decides with (it writes them)."""
+        meta = self.meta()
+        if "timezone" not in meta:
+            raise StoreError(
+                f"cannot requeue held taps in {self.path}: start `gateagent run` once first,"
+                " so the database knows the gate's timezone"
+            )
+        return ZoneInfo(meta["timezone"]), float(meta.get("min_checkout_after_s", "0"))
 
     def purge(self, now: datetime, keep_sent_s: float, keep_rejected_s: float) -> int:
         """Retention: delete settled taps past their keep time; never pending or held ones."""
@@ -516,6 +567,16 @@ class Store:
                     iso(datetime.now(UTC)),
                 ),
             )
+
+    def last_tap_at(self, reader: str) -> str | None:
+        """When the reader's latest tap was recorded (the wall clock's reading), or None."""
+        with self._failing_as("read a reader's last tap"):
+            row = self._conn.execute(
+                "SELECT recorded_at FROM taps WHERE seq = (SELECT max(seq) FROM taps"
+                " WHERE reader = ?)",
+                (reader,),
+            ).fetchone()
+            return row[0] if row else None
 
     def forget_readers(self, keep: Sequence[str]) -> None:
         with self._failing_as("write the readers"):

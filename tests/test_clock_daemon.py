@@ -39,9 +39,15 @@ class QueueSource:
         self._started.set()
         while not stop.is_set():
             try:
-                emit(self._cards.get(timeout=0.1))
+                card = self._cards.get(timeout=0.1)
             except queue.Empty:
                 continue
+            if stop.is_set():
+                # Stopped (a reload restarts it) while waiting: the card is for the
+                # reader that replaces this one.
+                self._cards.put(card)
+                return
+            emit(card)
 
 
 class Journal(logging.Handler):
@@ -84,7 +90,10 @@ def sim() -> Iterator[Simulator]:
 
 
 def run_daemon(
-    settings: Config, clock: FakeClock, drive: Callable[[queue.Queue[str]], None]
+    settings: Config,
+    clock: FakeClock,
+    drive: Callable[[queue.Queue[str]], None],
+    config_path: str = "(test)",
 ) -> int:
     """Run the daemon in this (the main) thread, as `gateagent run` does, while `drive`
     plays the world in another thread and ends it with SIGTERM."""
@@ -109,7 +118,7 @@ def run_daemon(
 
     thread = threading.Thread(target=driver)
     thread.start()
-    code = Daemon("(test)", settings, clock, sources=sources).run()
+    code = Daemon(config_path, settings, clock, sources=sources).run()
     thread.join(30)
     if failures:
         raise failures[0]

@@ -245,12 +245,17 @@ def test_status_json_has_the_spec_fields(
         }
     ]
     assert TOKEN not in json.dumps(status)
-    # The reader's last tap is written at the next housekeeping tick, at the latest
-    # when the daemon stops.
-    assert main(["status", "--config", str(config), "--json"]) == 0
-    last_tap_at = json.loads(capsys.readouterr().out)["readers"][0]["last_tap_at"]
+    # The reader's last tap comes from the taps themselves (issue 11, item 10): it is
+    # there as soon as the tap is committed, not at the next housekeeping tick.
+    last_tap_at = status["readers"][0]["last_tap_at"]
     age_s = (datetime.now(UTC) - datetime.fromisoformat(last_tap_at)).total_seconds()
     assert 0 <= age_s < 600, last_tap_at
+    # A stopped daemon connects no reader.
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    stopped = json.loads(capsys.readouterr().out)
+    assert stopped["daemon_running"] is False
+    assert stopped["readers"][0]["connected"] is False
+    assert stopped["readers"][0]["last_tap_at"] == last_tap_at
 
     assert main(["export", "--config", str(config), "--state", "rejected"]) == 0
     exported = capsys.readouterr().out.splitlines()
@@ -265,6 +270,31 @@ def test_status_json_has_the_spec_fields(
     assert main(["requeue", "--config", str(config), "--reason", "unknown-card"]) == 0
     assert capsys.readouterr().out == "1 tap queued to be sent again\n"
     assert states(settings.storage.path)[1] == ("0000099999", "pending")
+
+
+def test_status_shows_a_readers_tap_at_once(tmp_path: Path, sim: Simulator) -> None:
+    settings = make_settings(tmp_path, sim.integration_url, uplink={"flush_interval": "1h"})
+    config = write_config(tmp_path / "config.toml", settings)
+    run = Run(config)
+    run.wait_for_line("gateagent started")
+    run.tap("0000000001")
+    run.wait_for_line("tap recorded card_no=0000000001")
+    status = json.loads(command("status", "--json", "--config", str(config), check=True).stdout)
+    assert run.stop() == 0
+    [reader] = status["readers"]
+    assert reader["connected"] is True
+    assert reader["last_tap_at"] is not None  # within a second of the commit
+
+
+def test_status_after_a_kill_connects_no_reader(tmp_path: Path, sim: Simulator) -> None:
+    config = write_config(tmp_path / "config.toml", make_settings(tmp_path, sim.integration_url))
+    run = Run(config)
+    run.wait_for_line("gateagent started")
+    run.wait_for_line("reader connected")
+    run.kill()  # no stop marker written: status sees the pid is gone
+    status = json.loads(command("status", "--json", "--config", str(config), check=True).stdout)
+    assert status["daemon_running"] is False
+    assert [r["connected"] for r in status["readers"]] == [False]
 
 
 def test_status_without_a_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -100,3 +101,37 @@ def test_a_full_disk_keeps_taps_in_memory_until_there_is_room(
         "0000000003",
     ]
     assert "database takes taps again" in run.output
+
+
+def test_a_disk_full_at_start_reads_keeps_taps_and_records_them_when_there_is_room(
+    tmp_path: Path, sim: Simulator, small_disk: Path
+) -> None:
+    # Issue 11, item 1: `run` exited 1 and systemd restarted it every 5 s; readers never
+    # opened, and taps presented meanwhile were neither recorded nor kept.
+    settings = make_settings(
+        tmp_path, sim.integration_url, storage={"path": str(small_disk / "taps.db")}
+    )
+    config = write_config(tmp_path / "config.toml", settings)
+    filler = small_disk / "filler"
+    with filler.open("wb") as file, pytest.raises(OSError):
+        while True:
+            file.write(b"\0" * 65536)
+            file.flush()
+
+    run = Run(config)
+    try:
+        run.wait_for_line("tap database cannot be used: .*full")
+        run.wait_for_line("gateagent started")
+        run.tap("0012822001", "0006762840")
+        filler.unlink()
+        run.wait_for_line("tap database open")
+        run.wait_for_line("tap recorded card_no=0006762840")
+        sim.wait_for_accepted(2)
+    finally:
+        code = run.stop()
+    assert code == 0
+    assert states(settings.storage.path) == [
+        ("0012822001", "delivered"),
+        ("0006762840", "delivered"),
+    ]
+    assert len(re.findall("tap database cannot be used", run.output)) <= 2

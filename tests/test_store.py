@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateagent.core.answers import Delivered, Paused, Rejected, Retry
-from gateagent.errors import DiskFull
+from gateagent.errors import DiskFull, StoreError
 from gateagent.store import Answer, NewTap, Store, iso
 
 JAKARTA = ZoneInfo("Asia/Jakarta")
@@ -100,7 +100,7 @@ def test_a_version_1_database_is_upgraded_with_its_taps(db_path: Path) -> None:
     later = record(store, new_tap(card_no="0001", at=MORNING + timedelta(hours=8)))
     store.close()
     assert later.checktype == 2
-    assert rows(db_path, "PRAGMA user_version") == [(2,)]
+    assert rows(db_path, "PRAGMA user_version") == [(3,)]
 
 
 @pytest.mark.parametrize(
@@ -115,8 +115,17 @@ def test_a_version_1_database_is_upgraded_with_its_taps(db_path: Path) -> None:
             lambda store: store.release_held(BOOT, MORNING, 100.0, JAKARTA, 600.0),
             "taps_held (boot_id=?",
         ),
+        (lambda store: store.last_tap_at("entrance"), "taps_reader (reader=?"),
     ],
-    ids=["record", "pending", "oldest-pending", "last-delivery", "purge", "release-held"],
+    ids=[
+        "record",
+        "pending",
+        "oldest-pending",
+        "last-delivery",
+        "purge",
+        "release-held",
+        "last-tap",
+    ],
 )
 def test_the_daemons_and_status_queries_never_scan_the_taps(
     store: Store, query: Callable[[Store], object], index: str
@@ -142,9 +151,9 @@ def test_the_daemons_and_status_queries_never_scan_the_taps(
 
 def test_schema_version_and_reopen(db_path: Path) -> None:
     Store.open(db_path).close()
-    assert rows(db_path, "PRAGMA user_version") == [(2,)]
+    assert rows(db_path, "PRAGMA user_version") == [(3,)]
     Store.open(db_path).close()
-    assert rows(db_path, "SELECT count(*) FROM _sqlite_migrations") == [(2,)]
+    assert rows(db_path, "SELECT count(*) FROM _sqlite_migrations") == [(3,)]
 
 
 def test_direction_survives_a_restart(db_path: Path) -> None:
@@ -288,6 +297,7 @@ def test_requeue_and_drop(store: Store, db_path: Path) -> None:
         MORNING,
     )
     held = record(store, new_tap(card_no="0009", boot="boot-0", synced=False), hold=True)
+    store.mark_clock_unknown(BOOT)
     assert store.requeue(reason="unknown-card") == 1
     assert store.requeue(states=("held",), drop=True) == 1
     got = dict(rows(db_path, "SELECT seq, state || ':' || coalesce(reason, '') FROM taps"))
@@ -299,10 +309,74 @@ def test_requeue_and_drop(store: Store, db_path: Path) -> None:
     }
 
 
-def test_requeued_held_tap_gets_a_checktype(store: Store) -> None:
-    record(store, new_tap(boot="boot-0", synced=False), hold=True)
+def test_requeue_held_takes_only_taps_that_can_no_longer_be_corrected(
+    store: Store, db_path: Path
+) -> None:
+    # Issue 11, item 4: this boot's held taps are corrected by the daemon at the sync;
+    # sent by a requeue they would go with a time that may be wrong.
+    store.set_meta("timezone", "Asia/Jakarta")
+    store.set_meta("min_checkout_after_s", "600.0")
+    this_boot = record(store, new_tap(card_no="0001", synced=False), hold=True)
+    old = record(store, new_tap(card_no="0002", boot="boot-0", synced=False), hold=True)
+    assert store.requeue(states=("held",)) == 0  # not marked clock-unknown yet
+    assert store.mark_clock_unknown(BOOT) == 1
     assert store.requeue(states=("held",)) == 1
-    assert store.pending(0, 1)[0].checktype == 1
+    got = dict(rows(db_path, "SELECT seq, state || ':' || coalesce(reason, '') FROM taps"))
+    assert got == {this_boot.seq: "held:clock-unsynchronized", old.seq: "pending:"}
+    assert store.requeue(states=("held",), drop=True) == 0  # --drop spares it too
+
+
+def test_a_requeued_held_tap_is_decided_as_any_tap(store: Store) -> None:
+    # Its direction comes from _decide, not from a forced checktype: the card checked
+    # in that morning already, so the held tap of an earlier boot is its check-out.
+    store.set_meta("timezone", "Asia/Jakarta")
+    store.set_meta("min_checkout_after_s", "600.0")
+    checkin = record(store, new_tap(card_no="0001"))
+    record(
+        store,
+        new_tap(card_no="0001", at=MORNING + timedelta(hours=8), boot="boot-0", synced=False),
+        hold=True,
+    )
+    store.mark_clock_unknown(BOOT)
+    assert store.requeue(states=("held",)) == 1
+    assert [(t.seq, t.checktype) for t in store.pending(0, 10)] == [
+        (checkin.seq, 1),
+        (checkin.seq + 1, 2),
+    ]
+
+
+def test_requeue_held_needs_the_daemons_timezone(store: Store) -> None:
+    record(store, new_tap(boot="boot-0", synced=False), hold=True)
+    store.mark_clock_unknown(BOOT)
+    with pytest.raises(StoreError, match="start `gateagent run` once first"):
+        store.requeue(states=("held",))
+
+
+@pytest.mark.parametrize("reason", ["unknown-card", "future-date", "http-422"])
+def test_a_rejected_check_in_does_not_make_the_next_tap_a_check_out(
+    store: Store, reason: str
+) -> None:
+    # Issue 11, item 12: the server never recorded that check-in, and refuses a
+    # check-out without one ("has no check-in record").
+    first = record(store, new_tap(card_no="0001"))
+    store.settle([Answer(first.seq, Rejected(reason, 404, "No student found"))], MORNING)
+    later = record(store, new_tap(card_no="0001", at=MORNING + timedelta(hours=8)))
+    assert later.checktype == 1
+
+
+def test_a_delivered_or_pending_check_in_makes_the_next_tap_a_check_out(store: Store) -> None:
+    first = record(store, new_tap(card_no="0001"))
+    assert record(store, new_tap(card_no="0001", at=MORNING + timedelta(hours=1))).checktype == 2
+    store.settle([Answer(first.seq, Delivered(None, None))], MORNING)
+    assert record(store, new_tap(card_no="0001", at=MORNING + timedelta(hours=2))).checktype == 2
+
+
+def test_last_tap_at_comes_from_the_taps(store: Store) -> None:
+    assert store.last_tap_at("entrance") is None
+    record(store, new_tap(card_no="0001"))
+    record(store, new_tap(card_no="0002", at=MORNING + timedelta(minutes=5)))
+    assert store.last_tap_at("entrance") == iso(MORNING + timedelta(minutes=5))
+    assert store.last_tap_at("exit") is None
 
 
 def test_retention_never_deletes_pending_or_held(store: Store, db_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""sd_notify from a real `gateagent run`: READY=1, STATUS=, WATCHDOG=1 only while alive."""
+"""sd_notify from a real `gateagent run`: READY=1, STATUS=, WATCHDOG=1 while alive, also
+while another process holds the database."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def messages(sock: socket.socket, until_s: float) -> Iterator[tuple[float, str]]
         yield time.monotonic(), data.decode()
 
 
-def test_ready_status_and_watchdog_stop_while_the_loop_is_wedged(
+def test_ready_status_and_watchdog_go_on_while_another_process_holds_the_database(
     tmp_path: Path, notify_socket: tuple[socket.socket, str]
 ) -> None:
     sock, address = notify_socket
@@ -63,18 +64,17 @@ def test_ready_status_and_watchdog_stop_while_the_loop_is_wedged(
             assert texts[0].startswith("STATUS=0 pending, uplink ok, readers")
             assert texts[1] == "READY=1"
 
-            # Wedge the event loop for real: another process holds the database's write
-            # lock, and a reload (SIGHUP) writes the readers' table from the loop, so the
-            # loop waits for SQLite's lock (the busy timeout is 10 s).
+            # Another process holds the database's write lock and a reload (SIGHUP)
+            # must write the readers' table: the reload waits for the database, the
+            # event loop does not (issue 11, item 11), so the watchdog goes on.
             blocker = sqlite3.connect(settings.storage.path, isolation_level=None)
             blocker.execute("BEGIN IMMEDIATE")
             daemon.send_signal(signal.SIGHUP)
-            wedged_at = time.monotonic()
-            pings = [at for at, t in messages(sock, wedged_at + 4) if "WATCHDOG=1" in t]
+            locked_at = time.monotonic()
+            pings = [at for at, t in messages(sock, locked_at + 4) if "WATCHDOG=1" in t]
             blocker.execute("COMMIT")
             blocker.close()
-            # One ping may have been on its way; then silence while the loop waits.
-            assert all(at - wedged_at < 0.8 for at in pings), pings
+            assert len(pings) >= 4, pings  # every 0.5 s (half of WATCHDOG_USEC)
 
             resumed = [at for at, t in messages(sock, time.monotonic() + 10) if "WATCHDOG=1" in t]
             assert len(resumed) >= 2

@@ -104,7 +104,8 @@ class Uploader:
         self._backoff = backoff or Backoff()
         self._pause_backoff = pause_backoff
         self._repeats = Repeats(log, window_s=600.0)
-        self._db = DbThread(path, "uplink-db")
+        self._path = path
+        self._db: DbThread | None = None
         self._db_calls: dict[int, float] = {}
         self._call_ids = itertools.count()
         self._scheduler: Scheduler[Tap] | None = None
@@ -173,7 +174,12 @@ class Uploader:
         self._event.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Send until `stopping` is set, then finish (or abandon) the requests in flight."""
+        """Send until `stopping` is set, then finish (or abandon) the requests in flight.
+
+        Runs again after an error (the supervisor restarts it): each run has its own
+        database thread, scheduler and client; answers not yet written carry over."""
+        self._db = DbThread(self._path, "uplink-db")
+        self._closing = False
         try:
             latest = await self._until_read(stopping, lambda store: store.last_seq())
             if latest is None:
@@ -242,6 +248,7 @@ class Uploader:
         """A database call in the uploader's thread; FAILED (and reported) if it failed."""
         call = next(self._call_ids)
         self._db_calls[call] = self._monotonic()
+        assert self._db is not None
         try:
             result = await self._db.call(work)
         except StoreError as exc:
@@ -352,6 +359,10 @@ class Uploader:
             self._event.set()
 
     async def _close(self) -> None:
+        # After a stop nothing is in flight; after an error the requests are abandoned
+        # (their taps stay pending).
+        for request in self._requests.values():
+            request.task.cancel()
         self._closing = True
         if self._writer is not None:
             await self._writer
@@ -360,12 +371,18 @@ class Uploader:
                 "answers not written at stop: their taps are sent again count=%d",
                 len(self._answers),
             )
+            self._answers = []
         if self._client is not None:
             self._retire(self._client)
         if self._retiring:
             await asyncio.wait(self._retiring)
-        with contextlib.suppress(StoreError):
-            await self._db.close()
+        # Taps recorded from now on wait for the next run's scheduler (a restart).
+        self._scheduler = None
+        self._requests.clear()
+        self._client = None
+        if self._db is not None:
+            with contextlib.suppress(StoreError):
+                await self._db.close()
 
     # -- what is logged ------------------------------------------------------------
 
