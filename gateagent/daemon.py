@@ -167,6 +167,7 @@ class Daemon:
         self._notify_status()
         self._notifier.ready()
         counts = self._counts or {}
+        _warn_of_clear_text(settings)
         log.info(
             "gateagent started device=%s readers=%d pending=%s held=%s profile=%s",
             settings.device.name,
@@ -453,6 +454,7 @@ class Daemon:
             self._dirty.discard(name)
         self._start_readers(changed)
         log.info("configuration reloaded path=%s readers_restarted=%d", self._path, len(changed))
+        _warn_of_clear_text(new)
 
     # -- housekeeping --------------------------------------------------------------------
 
@@ -574,3 +576,8 @@ class Daemon:
         pending = self._counts["pending"] + self._recorder.unsaved
         state = self._uploader.state if self._uploader is not None else "ok"
         self._notifier.status(f"{pending} pending, uplink {state}, {readers}{extra}")
+
+
+def _warn_of_clear_text(settings: Config) -> None:
+    if (warning := config.clear_text_token_warning(settings.uplink)) is not None:
+        log.warning(warning)

@@ -334,3 +334,14 @@ def test_sigint_exits_0(tmp_path: Path, sim: Simulator) -> None:
     run = Run(write_config(tmp_path / "config.toml", make_settings(tmp_path, sim.integration_url)))
     run.wait_for_line("gateagent started")
     assert run.stop(signal.SIGINT) == 0
+
+
+def test_a_token_over_plain_http_is_warned_of_at_start(tmp_path: Path) -> None:
+    # No tap is read, so nothing is sent to the name (which does not exist anyway).
+    url = "http://attendance.school.invalid/api/v1/attendances/integration"
+    run = Run(write_config(tmp_path / "config.toml", make_settings(tmp_path, url)))
+    [line] = run.wait_for_line("the token travels in clear text")
+    assert "over http:// to attendance.school.invalid" in line
+    run.wait_for_line("gateagent started")
+    assert run.stop() == 0
+    assert TOKEN not in run.output

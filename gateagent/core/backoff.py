@@ -9,7 +9,8 @@ caller passes, so tests and the daemon decide where randomness comes from.
 This is not tenacity's `wait_random_exponential`: tenacity retries one call in a loop it
 owns, while a tap's next attempt is a time the scheduler (`core/schedule.py`) keeps
 among hundreds of others, across sweeps, reloads and restarts; its wait strategies only
-take a `RetryCallState` of such a loop.
+take a `RetryCallState` of such a loop. tenacity retries the calls that are retried as a
+loop: the daemon's opening of the database and its writes (`AsyncRetrying`, daemon.py).
 """
 
 from __future__ import annotations
