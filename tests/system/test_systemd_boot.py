@@ -301,31 +301,16 @@ def test_kill_9_restarts_and_loses_nothing(
     assert "2430030533" in cards
 
 
-def test_a_wedged_loop_stops_the_watchdog_and_systemd_restarts(
+def test_a_frozen_daemon_stops_the_watchdog_and_systemd_restarts(
     pi: Pi, configured: subprocess.Popen[str]
 ) -> None:
     before = int(pi.show("NRestarts")["NRestarts"])
-    # Another process holds the database's write lock for longer than WatchdogSec, and
-    # a reload makes the event loop write the readers' table: the loop waits on SQLite's
-    # lock, and the pings stop. (Taps would not do: the writer thread commits them, and
-    # the loop goes on.)
-    holder = subprocess.Popen(
-        pi.command(
-            "/opt/gateagent/venv/bin/python", "-c",
-            "import sqlite3, time; c = sqlite3.connect('/var/lib/gateagent/taps.db',"
-            " isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('held', flush=True);"
-            " time.sleep(9)",
-        ),
-        stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "held"
-    pi.run("systemctl", "kill", "--signal=HUP", "gateagent")
-    holder.wait(30)
-    holder.stdout.close()
-    pi.wait_show({"ActiveState": "active", "SubState": "running"}, timeout_s=60)
-    assert int(pi.show("NRestarts")["NRestarts"]) > before
+    # Nothing from outside wedges the event loop any more (it never waits on SQLite:
+    # tests/test_watchdog.py holds the database through a reload and the pings go on), so
+    # the whole process is frozen: its pings stop, and systemd must restart it.
+    pi.run("systemctl", "kill", "--signal=STOP", "gateagent")
+    want = {"NRestarts": str(before + 1), "ActiveState": "active", "SubState": "running"}
+    assert pi.wait_show(want, timeout_s=90) == want
     journal = pi.run("journalctl", "-u", "gateagent", "--no-pager", "-o", "cat").stdout
     assert "Watchdog timeout" in journal or "watchdog" in journal.lower()
 
