@@ -526,3 +526,23 @@ def test_a_failure_of_our_own_is_accounted_not_repeated_at_once(
         assert conn.execute("SELECT state, attempts FROM taps").fetchall() == [("delivered", 2)]
     finally:
         conn.close()
+
+
+def test_a_reload_gives_new_requests_a_new_client(tmp_path: Path, sim: Simulator) -> None:
+    # Issue 11 item 7: `reconfigure` kept the HTTP client, so a new concurrency did not
+    # take effect (its pool still held one connection).
+    settings = make_settings(tmp_path, sim.integration_url, uplink={"concurrency": 1})
+
+    async def three_at_once(store: Store, uploader: Uploader) -> None:
+        uploader.wake(record(store, settings, "0000000009").seq)
+        await asyncio.to_thread(sim.wait_for_accepted, 1)  # the first client is in use
+        uploader.reconfigure(
+            make_settings(tmp_path, sim.integration_url, uplink={"concurrency": 3})
+        )
+        sim.stall_next(3, 5.0)
+        for n in range(1, 4):
+            uploader.wake(record(store, settings, f"{n:010d}").seq)
+        # All three arrive while the first still stalls: three connections at once.
+        await asyncio.to_thread(sim.wait_for_arrived, 4, 4.5)
+
+    asyncio.run(uploading(settings, settled(settings, 4), during=three_at_once))
