@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from gateagent import config
+from gateagent import config, metrics
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
 from gateagent.errors import ConfigError, GateagentError
@@ -116,6 +116,9 @@ class Daemon:
             self._recorder.start()
             self._uplink_state("ok", "")  # not the last run's state or message
             self._check_clock()
+            # metrics: the textfile and /metrics (README "Monitoring many gates")
+            self._metrics = metrics.Exporter(settings, unsaved=lambda: self._recorder.unsaved)
+            self._metrics.start()
             counts = store.counts()
             stopping = asyncio.Event()
             loop.add_signal_handler(signal.SIGTERM, stopping.set)
@@ -149,6 +152,7 @@ class Daemon:
             for running in self._readers.values():
                 if running.dirty:
                     self._publish_reader(running)
+            self._metrics.stop()  # metrics: the last state, after the readers' last taps
             log.info("gateagent stopped pending=%d", store.counts()["pending"])
             return 0
         finally:
@@ -217,6 +221,7 @@ class Daemon:
         self.settings = new
         self._recorder.reconfigure(new)
         self._uploader.reconfigure(new)
+        self._metrics.reconfigure(new)  # metrics
         old_readers = {reader.name: reader for reader in old.readers}
         new_readers = {reader.name: reader for reader in new.readers}
         changed = [r for name, r in new_readers.items() if old_readers.get(name) != r]
@@ -244,6 +249,7 @@ class Daemon:
                 if running.dirty:
                     self._publish_reader(running)
             self._uploader.tick()
+            self._metrics.tick(now)  # metrics: the textfile, at its own interval
             self._repeats.tick(now)
             self._notify_status()
             if self._alive(uploading):
