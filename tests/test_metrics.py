@@ -326,3 +326,13 @@ def test_metrics_endpoint_of_a_running_gate(tmp_path: Path) -> None:
         last = samples(Path(settings.metrics.textfile).read_text())
         assert value(last, "gateagent_queue_taps", state="pending") == 2
         assert TOKEN not in run.output
+
+
+def test_the_unit_lets_the_daemon_write_the_default_textfile() -> None:
+    from gateagent.config import DEFAULT_METRICS_TEXTFILE
+    from tests.test_systemd import settings as unit_settings
+
+    folder = str(Path(DEFAULT_METRICS_TEXTFILE).parent)
+    assert f"-{folder}" in unit_settings()["ReadWritePaths"]
+    install = (Path(__file__).parents[1] / "systemd" / "install.sh").read_text()
+    assert f"textfiles={folder}\n" in install
