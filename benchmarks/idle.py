@@ -72,6 +72,7 @@ def drain(notify: socket.socket) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--listen", default="", help='also serve /metrics, e.g. "127.0.0.1:9920"')
     args = parser.parse_args()
     master, slave = os.openpty()
     tty.setraw(slave)
@@ -96,6 +97,11 @@ def main() -> None:
                     f'url = "{sim.integration_url}"',
                     f'token = "{TOKEN}"',
                     "gate = 4",
+                    # Metrics on, as on a gate with node_exporter (the default path
+                    # is this machine's own node_exporter folder).
+                    "[metrics]",
+                    f'textfile = "{folder / "gateagent.prom"}"',
+                    *([f'listen = "{args.listen}"'] if args.listen else []),
                 ]
             )
             + "\n"

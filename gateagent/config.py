@@ -222,6 +222,45 @@ def _http_url(value: str) -> str:
     return value
 
 
+# -- [metrics] (README "Monitoring many gates") ---------------------------------------
+# Debian's prometheus-node-exporter reads *.prom files from this directory (its compiled-in
+# --collector.textfile.directory default; /etc/default/prometheus-node-exporter sets none).
+DEFAULT_METRICS_TEXTFILE = "/var/lib/prometheus/node-exporter/gateagent.prom"
+
+
+class Metrics(_Section):
+    # "" turns each off.
+    textfile: str = DEFAULT_METRICS_TEXTFILE
+    textfile_interval: Annotated[Duration, Field(ge=1.0)] = 15.0
+    listen: str = ""
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom_file(cls, value: str) -> str:
+        if value and (not value.endswith(".prom") or not Path(value).is_absolute()):
+            raise ValueError(
+                f'"{value}" must be an absolute path ending in .prom (node_exporter reads'
+                ' only *.prom), or "" for none'
+            )
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            listen_address(value)
+        return value
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """("127.0.0.1", 9920) from "127.0.0.1:9920" (or "[::1]:9920"), else ValueError."""
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'"{value}" is not HOST:PORT (e.g. "127.0.0.1:9920")')
+    return host, int(port)
+
+
 class Config(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -232,6 +271,7 @@ class Config(BaseSettings):
     taps: Taps = Field(default_factory=Taps)
     readers: list[Reader] = Field(min_length=1)
     uplink: Uplink
+    metrics: Metrics = Field(default_factory=Metrics)
 
     @classmethod
     def settings_customise_sources(

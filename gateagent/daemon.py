@@ -41,7 +41,7 @@ from typing import TypeVar
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
-from gateagent import config
+from gateagent import config, metrics
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
 from gateagent.dbthread import DbThread
@@ -144,6 +144,8 @@ class Daemon:
         settings = self.settings
         loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
+        # The textfile and /metrics (README "Monitoring many gates").
+        self._metrics = metrics.Exporter(settings, unsaved=lambda: self._recorder.unsaved)
         loop.add_signal_handler(signal.SIGTERM, self._stop_requested)
         loop.add_signal_handler(signal.SIGINT, self._stop_requested)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
@@ -164,6 +166,8 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._opened.wait(), READY_WAIT_S)
         self._check_clock()
+        # Collecting reads the database: never on the loop.
+        await asyncio.to_thread(self._metrics.start)
         self._notify_status()
         self._notifier.ready()
         counts = self._counts or {}
@@ -212,6 +216,8 @@ class Daemon:
                 pending = await asyncio.wait_for(self._db.call(last), STOP_WRITE_S)
             except (GateagentError, TimeoutError) as exc:
                 log.error("the daemon's last state not written: %s", exc or "timed out")
+        # The last state, after the readers' last taps: a stale file then says we are gone.
+        await asyncio.to_thread(self._metrics.stop)
         log.info("gateagent stopped pending=%s", pending)
         await self._db.close()
         return 0
@@ -447,6 +453,7 @@ class Daemon:
         # Applied in one step of the loop: no await from here on.
         if self._uploader is not None:
             self._uploader.reconfigure(new)
+        self._metrics.reconfigure(new)
         self.settings = new
         self._recorder.reconfigure(new)
         for name in stopping:
@@ -494,6 +501,8 @@ class Daemon:
                     self._repeats.report("housekeeping", logging.ERROR, str(exc), now)
                 else:
                     self._repeats.resolve("housekeeping", "housekeeping works again", now)
+            # At its own interval; also while the database is not open (a gate that reads).
+            await asyncio.to_thread(self._metrics.tick, now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=HOUSEKEEPING_S)
 

@@ -54,6 +54,16 @@ ln -sf "$prefix/venv/bin/gateagent" /usr/local/bin/gateagent
 install -D -m 0644 "$src/systemd/gateagent.sysusers" /etc/sysusers.d/gateagent.conf
 systemd-sysusers /etc/sysusers.d/gateagent.conf
 
+# Metrics for node_exporter's textfile collector (README "Monitoring many gates"): its
+# directory belongs to root, so let the gateagent group add files there. A statoverride,
+# because dpkg would reset a plain chmod at the next upgrade of prometheus-node-exporter;
+# the sticky bit keeps gateagent from removing other collectors' files. An override an
+# admin made is kept. Without node_exporter nothing is done: install it, then run this again.
+textfiles=/var/lib/prometheus/node-exporter
+if [ -d "$textfiles" ] && ! dpkg-statoverride --list "$textfiles" >/dev/null; then
+    dpkg-statoverride --update --add root gateagent 1775 "$textfiles"
+fi
+
 install -d -m 0755 "$etc"
 if [ ! -f "$etc/config.toml" ]; then
     install -m 0640 -g gateagent "$src/config.example.toml" "$etc/config.toml"

@@ -21,6 +21,8 @@ def make_settings(tmp_path: Path, url: str, **sections: dict[str, Any]) -> Confi
         "taps": {"debounce": "3s"},
         "readers": [{"name": "desk", "kind": "stdin"}],
         "uplink": {"url": url, "token": TOKEN, "gate": 4, "flush_interval": "0s"},
+        # Not /var/lib/prometheus/node-exporter, where node_exporter would publish it.
+        "metrics": {"textfile": str(tmp_path / "gateagent.prom")},
     }
     for section, values in sections.items():
         if isinstance(values, dict) and isinstance(data.get(section), dict):
