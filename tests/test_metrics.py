@@ -307,11 +307,17 @@ def test_metrics_endpoint_of_a_running_gate(tmp_path: Path) -> None:
             sim.down()
             run.tap("0000000003")
             run.wait_for_line("uplink retrying: connection-error")
-            # The state reaches the database just after that line, on the event loop;
-            # a line the loop logs later is after it.
             run.tap("0000000004")
             run.wait_for_line("tap recorded card_no=0000000004")
-            found = samples(scrape(url))
+            # The uplink state reaches the database by the daemon's status publisher, a
+            # moment after its log line, and no line says when: scrape until it shows.
+            deadline = time.monotonic() + 10
+            while True:
+                found = samples(scrape(url))
+                shown = value(found, "gateagent_uplink_state", state="retrying")
+                if shown == 1 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # another scrape; nothing to wait on in between
             assert value(found, "gateagent_queue_taps", state="pending") == 2
             assert value(found, "gateagent_uplink_state", state="retrying") == 1
             assert value(found, "gateagent_uplink_state", state="ok") == 0
