@@ -124,7 +124,12 @@ def _listen(args: argparse.Namespace) -> int:
     reverse_bytes = args.reverse_bytes
     if args.path:
         kind = args.kind or ("hid" if args.path.startswith("/dev/input") else "serial")
-        given = {"name": "listen", "kind": kind, "path": args.path}
+        # Named after its device (e.g. event7, usb-FTDI_...-port0): the lines say which
+        # reader read a card when several are tried one after another
+        # (/dev/pts/3 is itself).
+        name = Path(args.path).name
+        name = args.path if name.isdigit() or not name else name
+        given = {"name": name, "kind": kind, "path": args.path}
         given.update(baudrate=args.baudrate, protocol=args.protocol)
         readers = [config.reader(given, "gateagent listen")]
     else:

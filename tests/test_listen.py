@@ -93,7 +93,7 @@ def test_listen_to_a_path_not_configured_yet(tmp_path: Path) -> None:
         assert "(serial" in listening.stdout.readline()
         listening.stdout.readline()  # connected
         os.write(master, b"0012822001\r\n")
-        assert listening.stdout.readline().strip() == "listen: read '0012822001'"
+        assert listening.stdout.readline().strip() == f"{os.ttyname(slave)}: read '0012822001'"
         listening.send_signal(signal.SIGINT)
         assert listening.wait(20) == 0
     finally:
