@@ -133,7 +133,8 @@ def _listen(args: argparse.Namespace) -> int:
         given.update(baudrate=args.baudrate, protocol=args.protocol)
         readers = [config.reader(given, "gateagent listen")]
     else:
-        settings = config.load(configfile.config_path(args.config))
+        # Only what reading needs: listen sends nothing, so [uplink] may be incomplete.
+        settings = config.load_readers(configfile.config_path(args.config))
         card_format = settings.taps.card_format
         reverse_bytes = reverse_bytes or settings.taps.reverse_bytes
         readers = [r for r in settings.readers if args.reader in (None, r.name)]

@@ -109,3 +109,35 @@ def test_readers_command_runs(tmp_path: Path) -> None:
     done = command("readers")
     assert done.returncode == 0
     assert done.stdout.strip()
+
+
+def test_listen_needs_no_uplink_section(tmp_path: Path) -> None:
+    """Step 5 of the Pi walkthrough comes before the server is set up: listen sends
+    nothing, so a file without [uplink] (or without its token) is enough."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[taps]\ncard_format = "dec10"\n\n[[readers]]\nname = "entrance"\nkind = "serial"\n'
+        f'path = "{os.ttyname(slave)}"\nprotocol = "lines"\n'
+    )
+    listening = subprocess.Popen(
+        [sys.executable, "-m", "gateagent", "listen", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listening.stdout is not None
+        assert listening.stdout.readline().startswith("listening on entrance (serial")
+        assert listening.stdout.readline().strip() == "reader entrance: connected"
+        os.write(master, b"0A00C3A5F1\r\n")
+        assert listening.stdout.readline().rstrip("\n").endswith("entrance: read '0A00C3A5F1'")
+        listening.send_signal(signal.SIGINT)
+        assert listening.wait(20) == 0
+    finally:
+        listening.kill()
+        _, err = listening.communicate(timeout=10)
+        os.close(master)
+        os.close(slave)
+    assert err == ""

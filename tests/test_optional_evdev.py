@@ -95,7 +95,7 @@ def test_a_quiet_install_prints_no_build_warnings(tmp_path: Path) -> None:
     editable install of a top-level package used its import finder, which warns)."""
     done = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "--prefix", str(tmp_path / "prefix"), "-e", str(ROOT)],
+         "--no-deps", "--ignore-installed", "--prefix", str(tmp_path / "prefix"), "-e", str(ROOT)],
         capture_output=True,
         text=True,
         timeout=300,
