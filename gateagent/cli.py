@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from gateagent import __version__, configfile
@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace) -> int:
 
     path = configfile.config_path(args.config)
     settings = config.load(path)
-    logs.setup()
+    logs.setup(tz=settings.device.tz)
     return Daemon(path, settings, SystemClock(), notifier=Notifier.from_environ()).run()
 
 
@@ -122,6 +122,8 @@ def _listen(args: argparse.Namespace) -> int:
 
     card_format: CardFormat = "as-read"
     reverse_bytes = args.reverse_bytes
+    where = configfile.config_path(args.config)
+    tz: tzinfo | None = None
     if args.path:
         kind = args.kind or ("hid" if args.path.startswith("/dev/input") else "serial")
         # Named after its device (e.g. event7, usb-FTDI_...-port0): the lines say which
@@ -132,9 +134,13 @@ def _listen(args: argparse.Namespace) -> int:
         given = {"name": name, "kind": kind, "path": args.path}
         given.update(baudrate=args.baudrate, protocol=args.protocol)
         readers = [config.reader(given, "gateagent listen")]
+        # The gate's zone when there is a configuration already, else this machine's.
+        if os.path.exists(where):
+            tz = configfile.device_timezone(where)
     else:
         # Only what reading needs: listen sends nothing, so [uplink] may be incomplete.
-        settings = config.load_readers(configfile.config_path(args.config))
+        settings = config.load_readers(where)
+        tz = settings.device.tz
         card_format = settings.taps.card_format
         reverse_bytes = reverse_bytes or settings.taps.reverse_bytes
         readers = [r for r in settings.readers if args.reader in (None, r.name)]
@@ -144,8 +150,10 @@ def _listen(args: argparse.Namespace) -> int:
                 f"gateagent: no reader named {args.reader!r} (configured: {names})", file=sys.stderr
             )
             return EXIT_USAGE
-    logs.setup()
-    return listen.listen(readers, card_format, reverse_bytes)
+    logs.setup(tz=tz)
+    local = datetime.now().astimezone().tzinfo
+    assert local is not None  # astimezone() always gives a zone
+    return listen.listen(readers, card_format, reverse_bytes, tz or local)
 
 
 def _demo(args: argparse.Namespace) -> int:
