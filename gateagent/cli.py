@@ -15,20 +15,26 @@ import argparse
 import csv
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 from gateagent import __version__, configfile
+from gateagent.core.localtime import local_time
 from gateagent.errors import ConfigError, GateagentError
-from gateagent.store import EXPORT_COLUMNS, STATES, Store
+from gateagent.store import EXPORT_COLUMNS, STATES, Store, parse_iso
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 Command = Callable[[argparse.Namespace], int]
+
+
+class UsageError(GateagentError):
+    """A command-line value that cannot be used; exit status 2."""
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -52,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
 
     path = configfile.config_path(args.config)
     settings = config.load(path)
-    logs.setup()
+    logs.setup(tz=settings.device.tz)
     return Daemon(path, settings, SystemClock(), notifier=Notifier.from_environ()).run()
 
 
@@ -89,12 +95,52 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# `local_time` beside `tapped_at` (UTC): the tap's time as the gate's people read it.
+CSV_COLUMNS = (
+    *EXPORT_COLUMNS[: EXPORT_COLUMNS.index("tapped_at") + 1],
+    "local_time",
+    *EXPORT_COLUMNS[EXPORT_COLUMNS.index("tapped_at") + 1 :],
+)
+_DURATION = re.compile(r"(\d+)\s*(m|h|d)")
+_DURATION_S = {"m": 60, "h": 3600, "d": 86400}
+
+
+def _moment(text: str, tz: tzinfo, now: datetime, option: str) -> datetime:
+    """`--since`/`--until`: a time ("2026-12-01", "2026-12-01 07:15", with or without
+    an offset; without one in the gate's zone) or an age ("90m", "1h", "7d": so long ago)."""
+    if match := _DURATION.fullmatch(text.strip()):
+        return now - timedelta(seconds=int(match[1]) * _DURATION_S[match[2]])
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f'{option} "{text}": not a time ("2026-12-01", "2026-12-01 07:15", '
+            '"2026-12-01T00:15:00Z") or an age ("90m", "1h", "7d")'
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=tz)
+
+
 def _export(args: argparse.Namespace) -> int:
+    where = configfile.config_path(args.config)
+    data = configfile.read_toml(where)
+    tz = configfile.device_timezone(where, data=data)
+    # A tap of a reader without its own gate goes to [uplink] gate: that is its gate.
+    default_gate = configfile.uplink_gate(where, data=data)
+    now = datetime.now(UTC)
+    since = _moment(args.since, tz, now, "--since") if args.since else None
+    until = _moment(args.until, tz, now, "--until") if args.until else None
     store = _open_store(args)
     try:
-        writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()  # also when no tap matches: a script reads the columns
-        writer.writerows(store.export(args.state or STATES))
+        rows = store.export(
+            args.state or STATES, since=since, until=until, card_no=args.card, last=args.last
+        )
+        for row in rows:
+            if row["gate"] is None:
+                row["gate"] = default_gate
+            row["local_time"] = local_time(parse_iso(row["tapped_at"]), tz)
+            writer.writerow(row)
     finally:
         store.close()
     return EXIT_OK
@@ -122,13 +168,25 @@ def _listen(args: argparse.Namespace) -> int:
 
     card_format: CardFormat = "as-read"
     reverse_bytes = args.reverse_bytes
+    where = configfile.config_path(args.config)
+    tz: tzinfo | None = None
     if args.path:
         kind = args.kind or ("hid" if args.path.startswith("/dev/input") else "serial")
-        given = {"name": "listen", "kind": kind, "path": args.path}
+        # Named after its device (e.g. event7, usb-FTDI_...-port0): the lines say which
+        # reader read a card when several are tried one after another
+        # (/dev/pts/3 is itself).
+        name = Path(args.path).name
+        name = args.path if name.isdigit() or not name else name
+        given = {"name": name, "kind": kind, "path": args.path}
         given.update(baudrate=args.baudrate, protocol=args.protocol)
         readers = [config.reader(given, "gateagent listen")]
+        # The gate's zone when there is a configuration already, else this machine's.
+        if os.path.exists(where):
+            tz = configfile.device_timezone(where)
     else:
-        settings = config.load(configfile.config_path(args.config))
+        # Only what reading needs: listen sends nothing, so [uplink] may be incomplete.
+        settings = config.load_readers(where)
+        tz = settings.device.tz
         card_format = settings.taps.card_format
         reverse_bytes = reverse_bytes or settings.taps.reverse_bytes
         readers = [r for r in settings.readers if args.reader in (None, r.name)]
@@ -138,8 +196,10 @@ def _listen(args: argparse.Namespace) -> int:
                 f"gateagent: no reader named {args.reader!r} (configured: {names})", file=sys.stderr
             )
             return EXIT_USAGE
-    logs.setup()
-    return listen.listen(readers, card_format, reverse_bytes)
+    logs.setup(tz=tz)
+    local = datetime.now().astimezone().tzinfo
+    assert local is not None  # astimezone() always gives a zone
+    return listen.listen(readers, card_format, reverse_bytes, tz or local)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -258,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = add(
         "export",
         "Write taps as CSV.",
-        "gateagent export --state rejected > rejected.csv",
+        "gateagent export --card 0012822001 --since 7d; gateagent export --last 20",
         _export,
     )
     export.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
@@ -268,7 +328,24 @@ def build_parser() -> argparse.ArgumentParser:
         choices=STATES,
         help="only taps in this state (repeatable; default: all)",
     )
+    export.add_argument(
+        "--since",
+        metavar="TIME",
+        help='only taps at or after TIME: "2026-12-01", "2026-12-01 07:00" (the gate\'s zone'
+        ' unless an offset is given), or an age such as "1h", "90m", "7d"',
+    )
+    export.add_argument("--until", metavar="TIME", help="only taps before TIME (as --since)")
+    export.add_argument("--card", metavar="CARD_NO", help="only taps of this card")
+    export.add_argument(
+        "--last", metavar="N", type=_count, help="only the newest N of the matching taps"
+    )
     return parser
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of taps")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python would try to flush stdout again at exit and print a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except ConfigError as exc:
+    except (ConfigError, UsageError) as exc:
         print(f"gateagent: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except GateagentError as exc:

@@ -6,8 +6,14 @@
 
 Sources, strongest first: `GATEAGENT_<SECTION>__<KEY>` environment variables, the file,
 the defaults below. The token comes from `[uplink] token`, else `token_file`, else the
-systemd credential `$CREDENTIALS_DIRECTORY/uplink-token`; it is a `SecretStr`, so it
-never shows in a repr, a log line or an error.
+systemd credential `$CREDENTIALS_DIRECTORY/uplink-token`, else the file `token` beside
+the configuration file: /etc/gateagent/token, where the unit's `LoadCredential=` takes
+the credential from, so `gateagent check` in a root shell finds what the service gets
+(README "Installing on a Pi"). It is a `SecretStr`, so it never shows in a repr, a log
+line or an error.
+
+`load_readers(path)` is what `gateagent listen` needs: the readers, [taps] and
+[device], without [uplink] at all, since listen sends nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +53,9 @@ from gateagent.core.direction import Direction
 from gateagent.errors import ConfigError
 
 CREDENTIAL_NAME = "uplink-token"
+# The file beside the configuration that holds the token: the unit's
+# `LoadCredential=uplink-token:/etc/gateagent/token` (systemd/gateagent.service).
+TOKEN_FILE_NAME = "token"  # noqa: S105 -- a file name, not a password
 
 _UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
@@ -261,7 +270,9 @@ def listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class Config(BaseSettings):
+class ReadingConfig(BaseSettings):
+    """What reading cards needs (`gateagent listen`): everything but [uplink]."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
@@ -270,8 +281,6 @@ class Config(BaseSettings):
     storage: Storage = Field(default_factory=Storage)
     taps: Taps = Field(default_factory=Taps)
     readers: list[Reader] = Field(min_length=1)
-    uplink: Uplink
-    metrics: Metrics = Field(default_factory=Metrics)
 
     @classmethod
     def settings_customise_sources(
@@ -284,6 +293,11 @@ class Config(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The file's contents arrive as init values; the environment must win over them.
         return (env_settings, init_settings)
+
+
+class Config(ReadingConfig):
+    uplink: Uplink
+    metrics: Metrics = Field(default_factory=Metrics)
 
 
 def load(path: str | os.PathLike[str]) -> Config:
@@ -305,8 +319,30 @@ def load(path: str | os.PathLike[str]) -> Config:
         # GATEAGENT_READERS='[{...': one line and exit 2, not a traceback.
         raise _source_error(where, exc) from None
     config = _with_token(where, config)
-    _check_consistency(where, config)
+    _check_readers(where, config)
+    _check_uplink(where, config)
     _check_tls(where, config.uplink)
+    return config
+
+
+def load_readers(path: str | os.PathLike[str]) -> ReadingConfig:
+    """The configuration at `path` without its [uplink] and [metrics] sections (which may
+    be missing, incomplete or wrong), for `gateagent listen`; or ConfigError."""
+    where = str(path)
+    data = read_toml(where)
+    for name in data:
+        if name not in Config.model_fields:
+            raise ConfigError(where, _key_name((name,), data), _unknown_key((name,)))
+    # Only what reading needs is validated: [uplink] (and [metrics]) may be anything.
+    for name in Config.model_fields.keys() - ReadingConfig.model_fields.keys():
+        data.pop(name, None)
+    try:
+        config = ReadingConfig(**data)
+    except ValidationError as exc:
+        raise _config_error(where, data, exc) from None
+    except SettingsError as exc:
+        raise _source_error(where, exc) from None
+    _check_readers(where, config)
     return config
 
 
@@ -341,13 +377,7 @@ def _with_token(where: str, config: Config) -> Config:
         if problem := _token_problem(uplink.token.get_secret_value(), uplink.auth):
             raise ConfigError(where, "[uplink] token", problem)
         return config
-    source: tuple[str, Path] | None = None
-    if uplink.token_file is not None:
-        source = ("[uplink] token_file", uplink.token_file)
-    elif credentials := os.environ.get("CREDENTIALS_DIRECTORY"):
-        credential = Path(credentials) / CREDENTIAL_NAME
-        if credential.exists():
-            source = (f"systemd credential {CREDENTIAL_NAME}", credential)
+    source = _token_source(where, uplink)
     if source is None:
         return config
     key, token_path = source
@@ -355,16 +385,39 @@ def _with_token(where: str, config: Config) -> Config:
         # utf-8-sig: Windows' Notepad starts a UTF-8 file with a BOM, which would otherwise
         # become the token's first character (and no HTTP header can carry it).
         token = token_path.read_text(encoding="utf-8-sig").strip()
+    except PermissionError as exc:
+        raise ConfigError(
+            where, key, f"cannot read {token_path}: {exc.strerror} (it is root's: run as root)"
+        ) from None
     except OSError as exc:
         raise ConfigError(where, key, f"cannot read {token_path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(where, key, f"{token_path} is not UTF-8 text") from None
+    if not token and uplink.token_file is None:
+        # install.sh leaves an empty root-only file for the technician to fill in: until
+        # then there is no token, which only a profile that needs one refuses.
+        return config
     if not token:
         raise ConfigError(where, key, f"{token_path} is empty")
     if problem := _token_problem(token, uplink.auth):
         raise ConfigError(where, key, f"the token in {token_path} {problem}")
     new_uplink = uplink.model_copy(update={"token": SecretStr(token)})
     return config.model_copy(update={"uplink": new_uplink})
+
+
+def _token_source(where: str, uplink: Uplink) -> tuple[str, Path] | None:
+    """(the key to name in an error, the file) the token is read from, or None."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    beside = Path(where).parent / TOKEN_FILE_NAME
+    if uplink.token_file is not None:
+        return ("[uplink] token_file", uplink.token_file)
+    if credentials and (Path(credentials) / CREDENTIAL_NAME).exists():
+        return (f"systemd credential {CREDENTIAL_NAME}", Path(credentials) / CREDENTIAL_NAME)
+    if beside.exists():
+        # Outside the service (a root shell: check, listen, run by hand), the file the
+        # unit's LoadCredential= reads: the walkthrough needs no extra variable.
+        return ("[uplink] token", beside)
+    return None
 
 
 def _token_problem(token: str, auth: str) -> str | None:
@@ -417,8 +470,8 @@ def _source_error(where: str, exc: SettingsError) -> ConfigError:
     return ConfigError(where, f"[{field}]" if field else "", f"{env} is not valid JSON{detail}")
 
 
-def _check_consistency(where: str, config: Config) -> None:
-    """Rules that span keys; each names the key a technician has to change."""
+def _check_readers(where: str, config: ReadingConfig) -> None:
+    """Rules that span the readers' keys; each names the key a technician has to change."""
     names: dict[str, int] = {}
     stdin_readers = 0
     for number, reader in enumerate(config.readers, start=1):
@@ -435,7 +488,12 @@ def _check_consistency(where: str, config: Config) -> None:
         stdin_readers += reader.kind == "stdin"
     if stdin_readers > 1:
         raise ConfigError(where, "[[readers]] kind", 'only one reader can be of kind "stdin"')
+
+
+def _check_uplink(where: str, config: Config) -> None:
+    """Rules that span [uplink] and the readers."""
     uplink = config.uplink
+    beside = Path(where).parent / TOKEN_FILE_NAME
     if uplink.profile == "integration":
         if uplink.gate is None and any(reader.gate is None for reader in config.readers):
             raise ConfigError(
@@ -447,8 +505,8 @@ def _check_consistency(where: str, config: Config) -> None:
             raise ConfigError(
                 where,
                 "[uplink] token",
-                "is required by the integration profile (token, token_file or the "
-                f"systemd credential {CREDENTIAL_NAME})",
+                "is required by the integration profile (token, token_file, the systemd"
+                f" credential {CREDENTIAL_NAME}, or the file {beside})",
             )
     elif uplink.auth != "none" and uplink.token is None:
         raise ConfigError(

@@ -1,5 +1,6 @@
 """The configuration file as written, before validation: where it is, its TOML, and
-the one key that `status`, `export` and `requeue` need (the database's path).
+the few keys that `status`, `export` and `requeue` need (the database's path, the
+gate's time zone, `[uplink] gate`).
 
 Apart from config.py so that those commands start without pydantic, which alone costs
 more than the 100 ms a `gateagent status` may take (benchmarks/bigdb.py). They read the
@@ -14,12 +15,14 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateagent.errors import ConfigError
 
 DEFAULT_PATH = "/etc/gateagent/config.toml"
 ENV_PREFIX = "GATEAGENT_"
 DEFAULT_STORAGE_PATH = Path("/var/lib/gateagent/taps.db")
+DEFAULT_TIMEZONE = "Asia/Jakarta"  # config.Device's default
 
 
 def config_path(arg: str | None, environ: Mapping[str, str] | None = None) -> str:
@@ -57,3 +60,47 @@ def storage_path(where: str, environ: Mapping[str, str] | None = None) -> Path:
     from gateagent import config  # noqa: PLC0415 (pydantic only on this rare path)
 
     return config.load(where).storage.path
+
+
+def _key(
+    where: str, section: str, key: str, environ: Mapping[str, str] | None, data: Any = None
+) -> object:
+    """The environment's GATEAGENT_<SECTION>__<KEY>, else the file's value, else None."""
+    env = os.environ if environ is None else environ
+    wanted = f"{ENV_PREFIX}{section}__{key}".upper()
+    for name, text in env.items():
+        if name.upper() == wanted:
+            return text
+    table = (read_toml(where) if data is None else data).get(section, {})
+    return table.get(key) if isinstance(table, dict) else None
+
+
+def device_timezone(
+    where: str, environ: Mapping[str, str] | None = None, data: Any = None
+) -> ZoneInfo:
+    """`[device] timezone` (default Asia/Jakarta), the zone of the times shown to a
+    person (core/localtime.py); ConfigError when it is not a known zone."""
+    value = _key(where, "device", "timezone", environ, data)
+    name = DEFAULT_TIMEZONE if value is None else value
+    try:
+        if not isinstance(name, str):
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            where, "[device] timezone", f'"{name}" is not a known time zone (e.g. "Asia/Jakarta")'
+        ) from None
+
+
+def uplink_gate(
+    where: str, environ: Mapping[str, str] | None = None, data: Any = None
+) -> int | None:
+    """`[uplink] gate`, the gate of a tap whose reader sets none; None when unset."""
+    value = _key(where, "uplink", "gate", environ, data)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise ConfigError(where, "[uplink] gate", f"{value!r} is not a gate number")

@@ -2,7 +2,9 @@
 
 A technician at the gate taps a card whose number the school's database holds and
 picks the `card_format` whose line matches: every format is shown for each read, the
-configured one marked.
+configured one marked, with the time in the gate's zone. A serial reader's bytes are
+shown in hex as they come (before each read, or after half a second without one), so a
+reader set to the wrong protocol or baud rate is not silence.
 """
 
 from __future__ import annotations
@@ -10,24 +12,29 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+from datetime import UTC, datetime, tzinfo
 from typing import TextIO
 
 from gateagent.config import Reader
 from gateagent.core.cards import CARD_FORMATS, CardFormat, InvalidCard, all_formats
+from gateagent.core.localtime import local_time
 from gateagent.readers import source_for
 from gateagent.readers.base import start
+from gateagent.readers.serial import SerialSource
 
-Event = tuple[str, str, object]  # (reader, "read" | "health", payload)
+Event = tuple[str, str, object]  # (reader, "read" | "health" | "bytes", payload)
 
 
 def listen(
     readers: list[Reader],
     card_format: CardFormat,
     reverse_bytes: bool,
+    tz: tzinfo,
+    *,
     out: TextIO = sys.stdout,
     stop: threading.Event | None = None,
 ) -> int:
-    """Run until Ctrl-C (or `stop`); 0."""
+    """Run until Ctrl-C (or `stop`); 0. Times are shown in `tz` ([device] timezone)."""
     stop = stop or threading.Event()
     events: queue.Queue[Event] = queue.Queue()
     names = ", ".join(f"{r.name} ({r.kind}{' ' + r.path if r.path else ''})" for r in readers)
@@ -40,19 +47,42 @@ def listen(
         def health(ok: bool, error: str | None, name: str = reader.name) -> None:
             events.put((name, "health", "connected" if ok else f"not connected: {error}"))
 
-        start(source_for(reader), emit, health, stop)
+        source = source_for(reader)
+        if isinstance(source, SerialSource):
+            # The bytes as they come, before decoding: a reader set to the wrong protocol
+            # or baud rate shows what it sends instead of nothing (issue 13).
+            def raw_bytes(chunk: bytes, name: str = reader.name) -> None:
+                events.put((name, "bytes", chunk))
+
+            source.on_bytes = raw_bytes
+        start(source, emit, health, stop)
+    # A reader's bytes since its last read: a port hands them over in arbitrary pieces,
+    # so they are shown together, before the read they made or once the line is quiet.
+    pending: dict[str, bytearray] = {}
+
+    def show_bytes(name: str) -> None:
+        if chunk := pending.pop(name, None):
+            print(f"{name}: bytes {chunk.hex(' ')}", file=out, flush=True)
+
     try:
         while not stop.is_set():
             try:
                 name, kind, payload = events.get(timeout=0.5)
             except queue.Empty:
+                for name in list(pending):
+                    show_bytes(name)
                 continue
+            if kind == "bytes":
+                assert isinstance(payload, bytes)
+                pending.setdefault(name, bytearray()).extend(payload)
+                continue
+            show_bytes(name)
             if kind == "health":
                 print(f"reader {name}: {payload}", file=out, flush=True)
             else:
-                print(
-                    describe(name, str(payload), card_format, reverse_bytes), file=out, flush=True
-                )
+                at = local_time(datetime.now(UTC), tz)
+                text = describe(name, str(payload), card_format, reverse_bytes)
+                print(f"{at} {text}", file=out, flush=True)
     except KeyboardInterrupt:
         pass
     finally:

@@ -9,8 +9,10 @@ prefix when running under systemd and plain text in a terminal, so that
   journald splits on newlines, so a traceback or a multi-line message gets the prefix
   on every line; otherwise its continuation lines would fall back to the unit's
   default priority and vanish from `journalctl -p warning`.
-- In a terminal a line is `HH:MM:SS message`, with the level word only for warnings and
-  worse: info lines are the normal traffic and read better without it.
+- In a terminal a line is `2026-12-01 07:15:02 +07:00 message`: the time in the gate's
+  zone (`[device] timezone`, core/localtime.py) with its offset, not the machine's zone
+  without one (issue 13), and the level word only for warnings and worse: info lines
+  are the normal traffic and read better without it.
 - Every formatted line (message, arguments, exception text, traceback) goes through the
   redactor, so a registered secret (the uplink token) never reaches a log line even when
   some code passes it by mistake (SPEC "Delivery guarantees").
@@ -30,12 +32,14 @@ import os
 import re
 import sys
 import threading
-import time
 import types
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from typing import TextIO
+
+from gateagent.core.localtime import local_time
 
 # Shorter secrets would redact ordinary words and numbers all over the log, and a real
 # token is far longer anyway.
@@ -116,9 +120,10 @@ def redact(text: str) -> str:
 
 
 class _Formatter(logging.Formatter):
-    def __init__(self, journal: bool) -> None:
+    def __init__(self, journal: bool, tz: tzinfo | None = None) -> None:
         super().__init__("%(message)s")
         self._journal = journal
+        self._tz = tz
 
     def format(self, record: logging.LogRecord) -> str:
         # Format and redact the traceback here: logging caches it on the record, and
@@ -131,7 +136,9 @@ class _Formatter(logging.Formatter):
         if self._journal:
             prefix = f"<{priority(record.levelno)}>"
             return "\n".join(prefix + line for line in text.splitlines() or [""])
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        at = datetime.fromtimestamp(record.created, UTC)
+        # Without a configuration (demo, listen --path): this machine's zone, offset shown.
+        stamp = local_time(at, self._tz or at.astimezone().tzinfo or UTC)
         level = f"{record.levelname} " if record.levelno >= logging.WARNING else ""
         return f"{stamp} {level}{text}"
 
@@ -202,8 +209,11 @@ def setup(
     stream: TextIO | None = None,
     secrets: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    *,
+    tz: tzinfo | None = None,
 ) -> None:
-    """Send log records to `stream` (default: the current sys.stderr), one line each.
+    """Send log records to `stream` (default: the current sys.stderr), one line each;
+    in a terminal with the time in `tz` (the gate's `[device] timezone`).
 
     Idempotent: a second call replaces the handler of the first (new level, stream or
     environment), so nothing is logged twice. Handlers others added to the root logger
@@ -215,7 +225,7 @@ def setup(
     target = sys.stderr if stream is None else stream
     handler = _Handler(target)
     handler.setFormatter(
-        _Formatter(_under_journald(target, os.environ if environ is None else environ))
+        _Formatter(_under_journald(target, os.environ if environ is None else environ), tz)
     )
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:

@@ -504,17 +504,40 @@ class Store:
                         break
             return deleted
 
-    def export(self, states: Sequence[str] = STATES) -> Iterator[dict[str, Any]]:
-        """Every tap in the given states, oldest first, streamed row by row."""
-        marks = ", ".join("?" for _ in states)
+    def export(
+        self,
+        states: Sequence[str] = STATES,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        card_no: str | None = None,
+        last: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every tap in the given states, oldest first, streamed row by row; only those
+        tapped at `since` or later and before `until`, of `card_no`, the `last` of them."""
+        where = [f"state IN ({', '.join('?' for _ in states)})"]
+        values: list[object] = list(states)
+        # tapped_at is iso(): one fixed-width UTC format, so text order is time order.
+        if since is not None:
+            where.append("tapped_at >= ?")
+            values.append(iso(since))
+        if until is not None:
+            where.append("tapped_at < ?")
+            values.append(iso(until))
+        if card_no is not None:
+            where.append("card_no = ?")
+            values.append(card_no)
+        # Only our own column names and `?` marks are joined in; values are parameters.
+        columns = ", ".join(EXPORT_COLUMNS)
+        query = f"SELECT seq, {columns} FROM taps WHERE {' AND '.join(where)}"  # noqa: S608
+        if last is not None:
+            # The newest `last`, still written oldest first.
+            query = f"SELECT * FROM ({query} ORDER BY seq DESC LIMIT ?)"  # noqa: S608
+            values.append(last)
         with self._failing_as("export taps"):
-            cursor = self._conn.execute(
-                f"SELECT {', '.join(EXPORT_COLUMNS)} FROM taps"  # noqa: S608
-                f" WHERE state IN ({marks}) ORDER BY seq",
-                list(states),
-            )
+            cursor = self._conn.execute(f"{query} ORDER BY seq", values)
             for row in cursor:
-                yield dict(zip(EXPORT_COLUMNS, row, strict=True))
+                yield dict(zip(EXPORT_COLUMNS, row[1:], strict=True))
 
     # -- health ----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 import tty
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 
 from gateagent.check import clock_state, server, state_directory
 from gateagent.simulator import Simulator
+from tests import secrets_sweep
 from tests.fakes import FakeClock
 from tests.running import command
 from tests.settings import TOKEN, make_settings, write_config
@@ -206,3 +208,21 @@ def test_check_warns_of_a_token_in_clear_text(
     )
     assert results[1].ok  # a warning does not fail the check
     assert not results[2].ok  # the proxy cannot reach a name that does not exist
+
+
+def test_the_token_from_the_file_beside_the_config(tmp_path: Path, sim: Simulator) -> None:
+    """README "Installing on a Pi", steps 2 and 6: the token in /etc/gateagent/token (the
+    unit's LoadCredential=), then `gateagent check` in a root shell, no variable set."""
+    settings = make_settings(tmp_path, sim.integration_url)
+    config = write_config(tmp_path / "config.toml", settings)
+    config.write_text("".join(f"{line}\n" for line in config.read_text().splitlines()
+                              if not line.startswith("token =")))  # fmt: skip
+    secrets_sweep.exempt(tmp_path / "token").write_text(TOKEN + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateagent", "check", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    secrets_sweep.output(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any(line.startswith("OK    server HTTP GET") for line in done.stdout.splitlines())

@@ -498,3 +498,68 @@ def test_clear_text_token_warning(tmp_path: Path, url: str, warned: bool) -> Non
     if warning:
         assert warning.startswith("the token travels in clear text over http:// to ")
         assert TOKEN not in warning
+
+
+# -- the token where the unit's LoadCredential= takes it from, and listen without [uplink]
+
+
+def test_token_file_beside_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A root shell has no $CREDENTIALS_DIRECTORY: `check` reads what the unit's
+    LoadCredential= reads, /etc/gateagent/token beside /etc/gateagent/config.toml."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    secrets_sweep.exempt(tmp_path / "token").write_text(CREDENTIAL)
+    token = config.load(write(tmp_path, replaced(f'token = "{TOKEN}"\n', ""))).uplink.token
+    assert token is not None
+    assert token.get_secret_value() == CREDENTIAL
+
+
+def test_the_credential_wins_over_the_file_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets_sweep.exempt(tmp_path / "token").write_text("beside\n")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    secrets_sweep.exempt(credentials / "uplink-token").write_text(CREDENTIAL)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    token = config.load(write(tmp_path, replaced(f'token = "{TOKEN}"\n', ""))).uplink.token
+    assert token is not None
+    assert token.get_secret_value() == CREDENTIAL
+
+
+def test_an_empty_token_file_beside_is_no_token(tmp_path: Path) -> None:
+    """install.sh leaves /etc/gateagent/token empty for the technician to fill in."""
+    (tmp_path / "token").write_text("")
+    path = write(tmp_path, replaced(f'token = "{TOKEN}"\n', ""))
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    assert str(caught.value) == (
+        f"{path}: [uplink] token: is required by the integration profile (token, token_file,"
+        f" the systemd credential uplink-token, or the file {tmp_path / 'token'})"
+    )
+
+
+def test_listen_reads_the_readers_without_any_uplink(tmp_path: Path) -> None:
+    without = GOOD[: GOOD.index("[uplink]")]
+    loaded = config.load_readers(write(tmp_path, without))
+    assert [r.name for r in loaded.readers] == ["entrance", "exit"]
+    assert loaded.taps.card_format == "dec10"
+    no_token = config.load_readers(write(tmp_path, replaced(f'token = "{TOKEN}"\n', "")))
+    assert no_token.device.timezone == "Asia/Jakarta"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        pytest.param(GOOD + "\n[uplnk]\n", "[uplnk]", id="unknown-section"),
+        pytest.param(replaced('kind = "hid"', 'kind = "usb"'), "[[readers]] #2 (exit) kind"),
+        pytest.param(
+            replaced('name = "exit"', 'name = "entrance"'), "[[readers]] #2 (entrance) name"
+        ),
+    ],
+)
+def test_listen_still_refuses_a_wrong_reader_or_section(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load_readers(write(tmp_path, text))
+    assert caught.value.key == key

@@ -10,7 +10,9 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -19,6 +21,10 @@ from gateagent import logs
 TOKEN = "tok_9f8e7d6c5b4a39281706"
 JOURNAL = {"JOURNAL_STREAM": "8:123456"}
 TERMINAL: dict[str, str] = {}
+
+# The time in the machine's zone (no [device] timezone given) with its offset.
+STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d"
+
 
 log = logging.getLogger("gateagent.test")
 
@@ -117,7 +123,7 @@ def test_journal_stream_of_another_file_means_a_terminal(tmp_path: Path) -> None
         log.info("to a terminal")
     written = (tmp_path / "err.log").read_text().splitlines()
     assert written[0] == "<6>to the journal"
-    assert re.fullmatch(r"\d\d:\d\d:\d\d to a terminal", written[1])
+    assert re.fullmatch(STAMP + r" to a terminal", written[1])
 
 
 def test_uncaught_exceptions_and_warnings_are_prefixed_too() -> None:
@@ -160,10 +166,10 @@ def test_terminal_lines_are_plain_with_time_and_level_for_warnings() -> None:
     log.error("uplink paused reason=paused-auth")
     info, warning, error = lines(out)
     assert re.fullmatch(
-        r"\d\d:\d\d:\d\d tap recorded card_no=0012822001 reader=entrance checktype=1", info
+        STAMP + r" tap recorded card_no=0012822001 reader=entrance checktype=1", info
     )
-    assert re.fullmatch(r"\d\d:\d\d:\d\d WARNING reader disconnected reader=exit", warning)
-    assert re.fullmatch(r"\d\d:\d\d:\d\d ERROR uplink paused reason=paused-auth", error)
+    assert re.fullmatch(STAMP + r" WARNING reader disconnected reader=exit", warning)
+    assert re.fullmatch(STAMP + r" ERROR uplink paused reason=paused-auth", error)
     assert not any(line.startswith("<") for line in lines(out))
 
 
@@ -363,3 +369,18 @@ def test_resolve_at_a_chosen_level(repeats_out: io.StringIO) -> None:
     repeats.report("clock", logging.WARNING, "clock not synchronized", now=0.0)
     repeats.resolve("clock", "clock synchronized", now=30.0, level=logging.WARNING)
     assert lines(repeats_out)[-1] == "<4>clock synchronized (after 1 report in 30 s)"
+
+
+def test_terminal_lines_show_the_gates_time_zone(tmp_path: Path) -> None:
+    """Issue 13: on a UTC machine a gate in Jakarta reads Jakarta's time, offset shown."""
+    with (tmp_path / "err.log").open("w") as stream:
+        logs.setup(stream=stream, environ={}, tz=ZoneInfo("Asia/Jakarta"))
+        before = datetime.now(UTC)
+        log.info("tap recorded card_no=0012822001")
+        after = datetime.now(UTC)
+    (written,) = (tmp_path / "err.log").read_text().splitlines()
+    stamp, message = written[:26], written[27:]
+    assert message == "tap recorded card_no=0012822001"
+    assert stamp.endswith(" +07:00")
+    shown = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S %z")
+    assert before.replace(microsecond=0) <= shown <= after

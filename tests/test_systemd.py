@@ -90,3 +90,13 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     problems = [line for line in done.stderr.splitlines() if unit.name in line]
     assert done.returncode == 0, done.stderr
     assert not problems, done.stderr
+
+
+def test_the_credential_is_the_token_file_beside_the_config() -> None:
+    """config.py reads `token` beside the configuration when there is no
+    $CREDENTIALS_DIRECTORY (a root shell): the same file the unit hands over."""
+    from gateagent.config import CREDENTIAL_NAME, TOKEN_FILE_NAME
+
+    unit = settings()
+    config = unit["ExecStart"][0].split("--config ")[1].split()[0]
+    assert unit["LoadCredential"] == [f"{CREDENTIAL_NAME}:{Path(config).parent / TOKEN_FILE_NAME}"]

@@ -25,6 +25,8 @@ __all__ = [
     "LinesDecoder",
     "Rdm6300Decoder",
     "decoder_for",
+    "looks_like",
+    "unframed_hint",
 ]
 
 
@@ -41,6 +43,9 @@ class Garbage:
 
     data: bytes
     reason: str
+
+
+SerialProtocol = Literal["rdm6300", "lines"]  # `[[readers]] protocol`
 
 
 class Decoder(Protocol):
@@ -164,7 +169,7 @@ class LinesDecoder:
         out.append(Frame(text.decode("ascii")))
 
 
-def decoder_for(protocol: Literal["rdm6300", "lines"]) -> Decoder:
+def decoder_for(protocol: SerialProtocol) -> Decoder:
     """The decoder for a `[[readers]] protocol` value (SPEC "Configuration")."""
     if protocol == "rdm6300":
         return Rdm6300Decoder()
@@ -172,3 +177,48 @@ def decoder_for(protocol: Literal["rdm6300", "lines"]) -> Decoder:
         return LinesDecoder()
     # Config validation rejects other values; this guards callers that skip it.
     raise ValueError(f"unknown serial protocol {protocol!r}")
+
+
+# -- what bytes that never form a frame look like ---------------------------------------
+#
+# A reader set to the wrong `protocol` is otherwise silence: rdm6300 keeps a lines
+# reader's digits as noise until 64 bytes have come (five cards or so), and a lines
+# decoder sees an RDM6300's STX..ETX frames as one endless line (issue 13).
+
+# Fewer unrecognised bytes than this are a glitch, not a pattern worth a warning.
+MIN_NOISE_HINT = 16
+_LINE_ENDS = frozenset(b"\r\n")
+_PRINTABLE = frozenset(range(0x20, 0x7F))
+
+
+def looks_like(data: bytes) -> SerialProtocol | None:
+    """The serial protocol these bytes look like, or None.
+
+    rdm6300: an STX before an ETX (RDM6300 and ID-12LA frames, SPEC "Readers"); lines:
+    printable ASCII with a CR or LF and at least one letter or digit, and no STX/ETX.
+    """
+    stx = data.find(STX)
+    if stx != -1 and data.find(ETX, stx) != -1:
+        return "rdm6300"
+    if (
+        not _LINE_ENDS.isdisjoint(data)
+        and (_PRINTABLE | _LINE_ENDS).issuperset(data)
+        and any(chr(byte).isalnum() for byte in data)
+    ):
+        return "lines"
+    return None
+
+
+def unframed_hint(protocol: SerialProtocol, data: bytes) -> str | None:
+    """What a technician should change when `data` came from a `protocol` reader and
+    formed no frame; None when the bytes look like `protocol` itself (damaged frames,
+    which the decoders already report) or are too few to say."""
+    looks = looks_like(data)
+    if looks is not None and looks != protocol:
+        return f'this looks like a `{looks}` reader: set protocol = "{looks}"'
+    if looks is None and len(data) >= MIN_NOISE_HINT:
+        return (
+            "neither rdm6300 frames nor text lines: check baudrate (RDM6300 and ID-12LA"
+            " modules send at 9600) and the wiring"
+        )
+    return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateagent.config import Reader
-from gateagent.readers.base import Source
+from gateagent.readers.base import EVDEV_MISSING, Source, Unusable
 from gateagent.readers.serial import SerialSource
 from gateagent.readers.stdin import StdinSource
 
@@ -15,8 +15,11 @@ def source_for(reader: Reader) -> Source:
     # config.load() makes sure hid and serial readers have a path.
     assert reader.path is not None
     if reader.kind == "hid":
-        # evdev (and its tables of every key code) only on gates that have a hid reader.
-        from gateagent.readers.hid import HidSource  # noqa: PLC0415
-
+        # evdev (and its tables of every key code) only on gates that have a hid reader,
+        # and only there is it needed at all.
+        try:
+            from gateagent.readers.hid import HidSource  # noqa: PLC0415
+        except ImportError:
+            return Unusable(reader.name, EVDEV_MISSING)
         return HidSource(reader.name, reader.path)
     return SerialSource(reader.name, reader.path, reader.baudrate, reader.protocol)

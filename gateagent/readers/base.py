@@ -66,6 +66,30 @@ def start(source: Source, emit: Emit, health: Health, stop: threading.Event) -> 
     return thread
 
 
+# Only hid readers need evdev, an optional dependency (README "Quick start"): PyPI has
+# it as source only, and on a Pi it comes from Debian.
+EVDEV_MISSING = (
+    "the evdev module is not installed (on a Pi: apt-get install python3-evdev, then"
+    " ./systemd/install.sh again; elsewhere: pip install 'gateagent[hid]')"
+)
+
+
+class Unusable:
+    """A reader that cannot run in this installation (a hid reader without evdev): it
+    reports why as its state, once, and `check` shows it, instead of a traceback."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def probe(self) -> str | None:
+        return self.reason
+
+    def run(self, emit: Emit, health: Health, stop: threading.Event) -> None:
+        health(False, self.reason)
+        stop.wait()
+
+
 # Seconds between attempts to open a reader that is missing, busy or unplugged: quick
 # enough that a replugged reader works before the next student, cheap enough to cost no
 # measurable CPU while it stays away.

@@ -8,7 +8,9 @@ A keyboard-wedge reader is a USB keyboard to the kernel, so any device with digi
 and Enter is listed, real keyboards included: `gateagent listen` tells them apart.
 
 `scan_inputs` and `scan_ports` read /dev (and, through evdev and pyserial, sysfs);
-`render` is pure and holds every rule about what is shown.
+`render` is pure and holds every rule about what is shown. evdev is optional (only hid
+readers need it, README "Quick start"): without it the serial ports are still listed,
+with a line saying how to see the input devices too.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import evdev
 from serial.tools import list_ports
+
+from gateagent.core import keys
+from gateagent.readers.base import EVDEV_MISSING
 
 __all__ = ["InputInfo", "PortInfo", "main", "render", "scan_inputs", "scan_ports"]
 
@@ -122,9 +126,12 @@ class SerialPort(Protocol):
     def location(self) -> str | None: ...
 
 
-_DIGITS = frozenset(getattr(evdev.ecodes, f"KEY_{d}") for d in range(10))
-_KEYPAD_DIGITS = frozenset(getattr(evdev.ecodes, f"KEY_KP{d}") for d in range(10))
-_ENTERS = frozenset({evdev.ecodes.KEY_ENTER, evdev.ecodes.KEY_KPENTER})
+# linux/input-event-codes.h, as in core/keys.py, so that the rules need no evdev; the
+# main block's digits are KEY_1..KEY_0 (2..11), the keypad's are 71..82.
+EV_KEY = 1
+_DIGITS = frozenset(code for code, char in keys.CHARS.items() if char.isdigit() and code < 64)
+_KEYPAD_DIGITS = frozenset(code for code, char in keys.CHARS.items() if char.isdigit()) - _DIGITS
+_ENTERS = keys.ENTERS
 
 
 def looks_like_reader(keys: Iterable[object]) -> bool:
@@ -136,10 +143,16 @@ def looks_like_reader(keys: Iterable[object]) -> bool:
 
 def scan_inputs(
     dev: Path = Path("/dev"),
-    open_device: Callable[[str], InputDevice] = evdev.InputDevice,
+    open_device: Callable[[str], InputDevice] | None = None,
 ) -> list[InputInfo]:
     """The input devices under `dev` that type digits and Enter, and the ones that
-    could not be opened (with their links, which often name the device)."""
+    could not be opened (with their links, which often name the device).
+
+    Raises ImportError when `open_device` is not given and evdev is not installed."""
+    if open_device is None:
+        import evdev  # noqa: PLC0415 -- optional: only hid readers need it
+
+        open_device = evdev.InputDevice
     by_id = _links(dev / "input" / "by-id")
     by_path = _links(dev / "input" / "by-path")
     found: list[InputInfo] = []
@@ -159,8 +172,8 @@ def scan_inputs(
             found.append(InputInfo(str(node), by_id=ids, by_path=paths, problem=problem))
             continue
         try:
-            keys = device.capabilities().get(evdev.ecodes.EV_KEY, ())
-            if looks_like_reader(keys):
+            codes = device.capabilities().get(EV_KEY, ())
+            if looks_like_reader(codes):
                 found.append(
                     InputInfo(
                         str(node),
@@ -245,11 +258,13 @@ def _node_order(node: Path) -> tuple[str, int]:
 # -- rendering ------------------------------------------------------------------------
 
 
-def render(inputs: list[InputInfo], ports: list[PortInfo]) -> str:
+def render(inputs: list[InputInfo], ports: list[PortInfo], *, evdev_missing: bool = False) -> str:
     """What `gateagent readers` prints for what the scans found."""
     readers = [info for info in inputs if info.problem is None]
     unopened = [info for info in inputs if info.problem is not None]
     out: list[str] = []
+    if evdev_missing:
+        out += [f"Input devices (hid readers) not listed: {EVDEV_MISSING}.", ""]
     if readers:
         out += _section('Input devices that type digits and Enter (kind = "hid"):', "hid", readers)
         out += [
@@ -357,5 +372,9 @@ def _what(device: InputInfo | PortInfo) -> str:
 
 def main() -> int:
     """`gateagent readers`: 0 even when nothing is found; the list is information."""
-    print(render(scan_inputs(), scan_ports()), end="")
+    try:
+        inputs, missing = scan_inputs(), False
+    except ImportError:
+        inputs, missing = [], True
+    print(render(inputs, scan_ports(), evdev_missing=missing), end="")
     return 0

@@ -8,6 +8,10 @@ data format"); `lines` is ASCII ended by CR and/or LF. Every good frame is emitt
 RDM6300 repeats its frame while a card is held, and the daemon's sliding-window
 debouncer (SPEC "Tap decisions") makes that one tap, so this reader never debounces.
 
+Bytes that form no frame for `NOISE_WARN_S` (a reader set to the wrong `protocol`, a
+wrong baud rate) give one warning per reader with the first bytes in hex and what they
+look like (`core.frames.unframed_hint`): otherwise a wrong protocol is silence.
+
 Unplugging is a state (SPEC "Readers"): the port is closed at once, reported
 disconnected, and opened again when its path comes back, every `reconnect_s`, so a
 missing reader costs no measurable CPU. Health is reported only when it changes.
@@ -32,15 +36,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import termios
 import threading
+import time
 from collections.abc import Callable
 from typing import Literal
 
 import serial
 
-from gateagent.core.frames import decoder_for
+from gateagent.core.frames import Frame, decoder_for, unframed_hint
 from gateagent.readers.base import (
     RECONNECT_S,
     Emit,
@@ -54,6 +60,16 @@ from gateagent.readers.base import (
 )
 
 __all__ = ["SerialSource", "open_port"]
+
+log = logging.getLogger(__name__)
+
+# Seconds of bytes without a frame before the warning: a card's frame takes 15 ms at
+# 9600 baud, and a held card repeats it every few hundred, so 3 s of bytes without one
+# is no glitch; and it is soon enough for a technician still standing at the reader.
+NOISE_WARN_S = 3.0
+# How many of those bytes are kept to judge them, and how many the warning shows.
+_SAMPLE = 64
+_SHOWN = 16
 
 # The group whose members may open serial ports on Debian / Raspberry Pi OS
 # (SPEC "Operations": the gateagent user is in `input` and `dialout`).
@@ -85,6 +101,7 @@ class SerialSource:
         reconnect_s: float = RECONNECT_S,
         read_timeout_s: float = 1.0,
         open_port: Callable[[str, int, float], serial.Serial] = open_port,
+        noise_warn_s: float = NOISE_WARN_S,
     ) -> None:
         self.name = name
         self.path = path
@@ -93,6 +110,10 @@ class SerialSource:
         self._reconnect_s = reconnect_s
         self._read_timeout_s = read_timeout_s
         self._open_port = open_port
+        self._noise_warn_s = noise_warn_s
+        self._warned = False  # the wrong-protocol warning is given once per reader
+        # Every chunk as it comes, before decoding (`gateagent listen` shows them).
+        self.on_bytes: Callable[[bytes], None] | None = None
 
     def probe(self) -> str | None:
         return probe(self._connect, _close)
@@ -131,6 +152,8 @@ class SerialSource:
             opened = os.fstat(port.fileno())
         except OSError as exc:  # gone between open and here
             raise Lost(self._lost_message(exc)) from exc
+        unframed = bytearray()  # the first bytes since the last frame
+        unframed_since: float | None = None
         while not stop.is_set():
             try:
                 # Whatever is buffered, or else block for the first byte up to the read
@@ -140,13 +163,41 @@ class SerialSource:
                 chunk = port.read(port.in_waiting or 1)
             except OSError as exc:
                 raise Lost(self._lost_message(exc)) from exc
+            now = time.monotonic()
             if chunk:
-                hand_over(self.name, decoder.feed(chunk), emit)
+                if self.on_bytes is not None:
+                    self.on_bytes(chunk)
+                items = decoder.feed(chunk)
+                if any(isinstance(item, Frame) for item in items):
+                    unframed.clear()
+                    unframed_since = None
+                else:
+                    unframed += chunk[: _SAMPLE - len(unframed)]
+                    unframed_since = now if unframed_since is None else unframed_since
+                hand_over(self.name, items, emit)
             else:
                 # Idle: does the configured path still lead to this port? A by-id link
                 # removed or moved to another tty means the reader we hold is not the
                 # configured one any more (one stat per read timeout costs nothing).
                 self._check_path(opened)
+            if unframed_since is not None and now - unframed_since >= self._noise_warn_s:
+                self._warn_unframed(bytes(unframed))
+                unframed.clear()
+                unframed_since = None
+
+    def _warn_unframed(self, data: bytes) -> None:
+        hint = unframed_hint(self.protocol, data)
+        if hint is None or self._warned:
+            return
+        self._warned = True
+        log.warning(
+            'bytes but no card frame for %g s reader=%s protocol=%s first_bytes="%s": %s',
+            self._noise_warn_s,
+            self.name,
+            self.protocol,
+            data[:_SHOWN].hex(" "),
+            hint,
+        )
 
     def _check_path(self, opened: os.stat_result) -> None:
         try:

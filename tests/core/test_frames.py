@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import pairwise
+from typing import Literal
 
 import pytest
 from hypothesis import given
@@ -18,6 +19,8 @@ from gateagent.core.frames import (
     LinesDecoder,
     Rdm6300Decoder,
     decoder_for,
+    looks_like,
+    unframed_hint,
 )
 
 Out = list[Frame | Garbage]
@@ -207,3 +210,58 @@ def test_frame_survives_any_prefix(prefix: bytes, card: bytes) -> None:
     # A new STX ends whatever unfinished frame the prefix left behind.
     out = Rdm6300Decoder().feed(prefix + rdm(card.hex().upper()))
     assert out[-1] == Frame(card.hex().upper())
+
+
+# -- what unframed bytes look like (issue 13: a wrong protocol is not silence) ----------
+
+LINES_CARD = b"0012822001\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "looks"),
+    [
+        (GOOD, "rdm6300"),
+        (rdm("0A00C3A5F1", crlf=True), "rdm6300"),
+        (b"junk" + GOOD[:5] + GOOD, "rdm6300"),
+        (LINES_CARD, "lines"),
+        (b"90D752C5\r", "lines"),
+        (b"0012822001\n0012822001\n", "lines"),
+        (b"0012822001", None),  # no line end yet
+        (b"\r\n\r\n", None),  # nothing but line ends
+        (b"\xff\xfe\x00\x80\r\n", None),  # a wrong baud rate's noise
+        (GOOD[:-1], None),  # a frame without its ETX
+        (b"\x03\x02", None),  # ETX before STX
+    ],
+    ids=[
+        "rdm6300", "id12la", "after-noise", "lines-crlf", "lines-cr", "two-lines",
+        "no-line-end", "only-line-ends", "binary-noise", "no-etx", "etx-first",
+    ],
+)  # fmt: skip
+def test_looks_like(data: bytes, looks: str | None) -> None:
+    assert looks_like(data) == looks
+
+
+@pytest.mark.parametrize(
+    ("protocol", "data", "hint"),
+    [
+        ("rdm6300", LINES_CARD, 'this looks like a `lines` reader: set protocol = "lines"'),
+        ("lines", GOOD * 2, 'this looks like a `rdm6300` reader: set protocol = "rdm6300"'),
+        ("rdm6300", GOOD, None),  # its own protocol: a damaged frame is reported as such
+        ("lines", LINES_CARD, None),
+        ("rdm6300", b"\xff" * 15, None),  # too few to say
+        ("lines", b"\xff\x80" * 8, "neither rdm6300 frames nor text lines: check baudrate"
+         " (RDM6300 and ID-12LA modules send at 9600) and the wiring"),
+    ],
+    ids=["lines-on-rdm6300", "rdm6300-on-lines", "rdm6300-itself", "lines-itself",
+         "few-bytes", "noise"],
+)  # fmt: skip
+def test_unframed_hint(
+    protocol: Literal["rdm6300", "lines"], data: bytes, hint: str | None
+) -> None:
+    assert unframed_hint(protocol, data) == hint
+
+
+@given(st.binary(max_size=200))
+def test_looks_like_never_raises(data: bytes) -> None:
+    assert looks_like(data) in ("rdm6300", "lines", None)
+    assert unframed_hint("rdm6300", data) is None or unframed_hint("rdm6300", data)

@@ -12,6 +12,7 @@ Every wait is on a queue the reader's `emit` or `health` fills, or for the last 
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -469,3 +470,90 @@ def test_unplug_and_replug_in_a_running_daemon_while_another_reader_taps(
             if run.process.poll() is None:
                 run.kill()
     assert [card_no for card_no, _ in states(settings.storage.path)] == expected
+
+
+# -- bytes that never form a frame (issue 13: a wrong protocol is not silence) ---------
+
+
+@pytest.fixture
+def warnings_of_serial() -> Iterator[queue.Queue[logging.LogRecord]]:
+    """The serial reader's own warnings, as the reader thread logs them."""
+    records: queue.Queue[logging.LogRecord] = queue.Queue()
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.put(record)
+
+    logger = logging.getLogger("gateagent.readers.serial")
+    handler = Collect(logging.WARNING)
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def test_a_lines_reader_set_to_rdm6300_is_one_warning_with_the_fix(
+    new_pty: Callable[[], Pty],
+    link: Path,
+    run: Callable[..., Running],
+    warnings_of_serial: queue.Queue[logging.LogRecord],
+) -> None:
+    pty = new_pty()
+    point(link, pty.path)
+    running = run(link, "rdm6300", noise_warn_s=0.3)
+    running.connected()
+    for _ in range(3):  # three taps, as in issue 13
+        pty.write(b"0012822001\r\n")
+    record = warnings_of_serial.get(timeout=WAIT_S)
+    assert record.getMessage() == (
+        'bytes but no card frame for 0.3 s reader=entrance protocol=rdm6300 first_bytes="30 30'
+        ' 31 32 38 32 32 30 30 31 0d 0a 30 30 31 32": this looks like a `lines` reader: set'
+        ' protocol = "lines"'
+    )
+    pty.write(b"0012822001\r\n" * 3)  # more of the same: no second warning
+    pty.write(rdm("0700673158"))
+    assert running.card() == "0700673158"
+    pty.write(b"0012822001\r\n")
+    # The reader has read past the next deadline once this frame is out.
+    pty.write(b"x" * 20)
+    with pytest.raises(queue.Empty):
+        warnings_of_serial.get(timeout=0.6)  # what is waited for here is that nothing comes
+
+
+def test_an_rdm6300_reader_set_to_lines_is_told_so(
+    new_pty: Callable[[], Pty],
+    link: Path,
+    run: Callable[..., Running],
+    warnings_of_serial: queue.Queue[logging.LogRecord],
+) -> None:
+    pty = new_pty()
+    point(link, pty.path)
+    running = run(link, "lines", noise_warn_s=0.3)
+    running.connected()
+    pty.write(rdm("0700673158") * 2)
+    message = warnings_of_serial.get(timeout=WAIT_S).getMessage()
+    assert 'protocol=lines first_bytes="02 30 37 30 30 36 37 33 31 35 38 30 39 03 02 30"' in message
+    assert message.endswith('this looks like a `rdm6300` reader: set protocol = "rdm6300"')
+
+
+def test_frames_keep_the_warning_away(
+    plugged: Callable[..., tuple[Pty, Running]],
+    warnings_of_serial: queue.Queue[logging.LogRecord],
+) -> None:
+    pty, running = plugged()
+    running.source._noise_warn_s = 0.2
+    pty.write(rdm("0700673158") + b"\r\n")  # a stray line end after a good frame
+    assert running.card() == "0700673158"
+    with pytest.raises(queue.Empty):
+        warnings_of_serial.get(timeout=0.6)  # nothing is to come: the timeout is the test
+
+
+def test_on_bytes_sees_every_chunk(plugged: Callable[..., tuple[Pty, Running]]) -> None:
+    pty, running = plugged()
+    chunks: queue.Queue[bytes] = queue.Queue()
+    running.source.on_bytes = chunks.put
+    pty.write(rdm("0700673158"))
+    assert running.card() == "0700673158"
+    seen = b""
+    while len(seen) < len(rdm("0700673158")):
+        seen += chunks.get(timeout=WAIT_S)
+    assert seen == rdm("0700673158")

@@ -228,7 +228,8 @@ WatchdogSec=4s
 def configured(pi: Pi, sim: Simulator) -> Iterator[subprocess.Popen[str]]:
     config = CONFIG.format(card_link=CARD_LINK, url=sim.integration_url)
     pi.run("sh", "-c", "cat > /etc/gateagent/config.toml", input=config)
-    pi.run("sh", "-c", "cat > /etc/gateagent/token", input=TOKEN)
+    # README "Installing on a Pi", step 2, word for word.
+    pi.run("sh", "-c", f"printf '%s' '{TOKEN}' > /etc/gateagent/token")
     pi.run("mkdir", "-p", "/etc/systemd/system/gateagent.service.d")
     pi.run("sh", "-c", "cat > /etc/systemd/system/gateagent.service.d/test.conf", input=DROP_IN)
     pi.run("systemctl", "daemon-reload")
@@ -253,8 +254,66 @@ def tap(injector: subprocess.Popen[str], card: str) -> None:
     injector.stdin.flush()
 
 
+# README "Installing on a Pi", steps 3 to 8, as a technician types them in a root shell:
+# no $CREDENTIALS_DIRECTORY, no extra variable or flag (issue 13).
+
+
+def test_walkthrough_readers(pi: Pi, configured: subprocess.Popen[str]) -> None:
+    done = pi.run("gateagent", "readers")
+    assert "Traceback" not in done.stderr
+    assert "not listed" not in done.stdout  # Debian's python3-evdev is in the venv
+
+
+def test_walkthrough_listen_with_a_pty_reader(pi: Pi, configured: subprocess.Popen[str]) -> None:
+    # The shell says its PID (in the container) and becomes `gateagent listen`: Ctrl-C
+    # is then a SIGINT to that PID (a signal to nsenter would not reach it).
+    listening = subprocess.Popen(
+        pi.command("sh", "-c", "echo $$; exec gateagent listen"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listening.stdout is not None
+        pid = int(listening.stdout.readline())
+        first = listening.stdout.readline()
+        assert first.startswith("listening on entrance (serial"), first
+        states = {listening.stdout.readline().strip() for _ in range(2)}
+        assert "reader entrance: connected" in states, states
+        tap(configured, "0012822001")
+        # The bytes first (in one line or more), then the read with the gate's time.
+        shown = [listening.stdout.readline().rstrip("\n")]
+        while not shown[-1].endswith("entrance: read '0012822001'") and len(shown) < 10:
+            shown.append(listening.stdout.readline().rstrip("\n"))
+        assert shown[0].startswith("entrance: bytes 30 30 31 32 38"), shown
+        assert shown[-1].endswith(" +07:00 entrance: read '0012822001'"), shown
+        following = listening.stdout.readline().rstrip("\n")
+        assert following == "  as-read      0012822001   <- card_format now", (shown, following)
+        pi.run("sh", "-c", f"kill -INT {pid}")  # the shell's own kill: no procps here
+        listening.wait(30)
+    finally:
+        if listening.poll() is None:
+            listening.kill()
+        out, err = listening.communicate(timeout=30)
+        secrets_sweep.output(out, err)
+    assert listening.returncode == 0, err
+    assert "Traceback" not in err
+
+
+def test_walkthrough_check_finds_the_token(pi: Pi, configured: subprocess.Popen[str]) -> None:
+    done = pi.run("gateagent", "check", check=False, timeout=120)
+    lines = done.stdout.splitlines()
+    # 1, not 2: the configuration and its token were fine; the unplugged "exit" fails.
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert lines[0].startswith("OK    config /etc/gateagent/config.toml"), lines
+    assert "OK    reader entrance: /dev/serial/by-id/" in "\n".join(lines)
+    assert any(line.startswith("FAIL  reader exit: missing") for line in lines), lines
+    assert any(line.startswith("OK    server HTTP GET") for line in lines), lines
+
+
 def test_start_reaches_active_after_ready(pi: Pi, configured: subprocess.Popen[str]) -> None:
-    pi.run("systemctl", "start", "gateagent", timeout=60)  # Type=notify: returns on READY=1
+    # Step 7; Type=notify: returns on READY=1.
+    pi.run("systemctl", "enable", "--now", "gateagent", timeout=60)
     shown = pi.show("ActiveState", "SubState", "StatusText", "NotifyAccess")
     journal = pi.run("journalctl", "-u", "gateagent", "--no-pager", "-o", "cat").stdout
     assert shown["ActiveState"] == "active", journal
@@ -270,6 +329,9 @@ def test_taps_reach_the_server(pi: Pi, configured: subprocess.Popen[str], sim: S
     accepted = sim.wait_for_accepted(2, timeout_s=30)
     assert {r.body["card_no"] for r in accepted} == {"0012822001", "0006762840"}
     assert all(r.body["token"] == TOKEN for r in accepted)  # the credential reached it
+    # Step 8.
+    status = pi.run("gateagent", "status").stdout
+    assert "Traceback" not in status
 
 
 def test_journal_warning_shows_the_missing_reader_only(
