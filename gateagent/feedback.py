@@ -398,6 +398,9 @@ class Feedback:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         feedback = settings.feedback
+        self.settings = settings
+        # What a reload compares: the keyboard LEDs of the readers.
+        self.leds = [(r.name, r.path, r.feedback_led) for r in settings.readers]
         self._monotonic = monotonic
         self._verdicts = Verdicts(feedback.verdict_within)
         outputs: list[Output] = []
