@@ -103,28 +103,33 @@ class Gpio:
 
     @classmethod
     def open(cls, settings: Settings, pin_factory: object | None = None) -> Gpio | None:
-        """The configured pins, or None (and the reason logged) when they cannot be had."""
-        pins = settings.pins()
-        if not pins:
+        """The configured pins, or None (one warning) when they cannot be had."""
+        opened = cls.attempt(settings, pin_factory)
+        if isinstance(opened, str):
+            log.warning(
+                "feedback output unavailable: the gate goes on without it output=gpio"
+                " pins=%s error=%s",
+                ",".join(f"{key}={pin}" for key, pin in settings.pins().items()),
+                opened,
+            )
             return None
+        return opened
+
+    @classmethod
+    def attempt(cls, settings: Settings, pin_factory: object | None = None) -> Gpio | str:
+        """The configured pins, or why they cannot be had."""
         opened: dict[str, Any] = {}
         try:
             # Imported here: only a configured pin needs gpiozero (and its pin library).
             from gpiozero import LED, Buzzer  # noqa: PLC0415
 
-            for key, pin in pins.items():
+            for key, pin in settings.pins().items():
                 kind = Buzzer if key == "buzzer_pin" else LED
                 opened[key] = kind(pin, pin_factory=pin_factory)
         except Exception as exc:  # ImportError, BadPinFactory, GPIOPinInUse, lgpio errors
             for device in opened.values():
                 device.close()
-            log.warning(
-                "feedback output unavailable: the gate goes on without it output=gpio"
-                " pins=%s error=%s",
-                ",".join(f"{key}={pin}" for key, pin in pins.items()),
-                f"{type(exc).__name__}: {exc}",
-            )
-            return None
+            return f"{type(exc).__name__}: {exc}"
         return cls(opened)
 
     def show(self, beep: bool, light: Light) -> None:
@@ -404,7 +409,7 @@ class Feedback:
         self._monotonic = monotonic
         self._verdicts = Verdicts(feedback.verdict_within)
         outputs: list[Output] = []
-        gpio = Gpio.open(feedback, pin_factory)
+        gpio = Gpio.open(feedback, pin_factory) if feedback.pins() else None
         if gpio is not None:
             outputs.append(gpio)
         outputs += [
@@ -463,6 +468,10 @@ class Feedback:
             name = outcome.student_name or ""
         self._signal(Event(signal, tap.reader, tap.card_no, status, name))
 
+    def sound(self, signal: Signal, reader: str, card_no: str = "") -> None:
+        """Play `signal` as if a tap had given it (`gateagent listen --feedback`)."""
+        self._signal(Event(signal, reader, card_no))
+
     def _signal(self, event: Event) -> None:
         played = self._player is None or self._player.play(PATTERNS[event.signal], event.reader)
         ran = self._command is None or self._command.run(event)
@@ -479,15 +488,13 @@ def check_outputs(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[tuple[str, str | None]]:
     """`gateagent check`: a short beep and a blink of each configured output, and the
-    command run once with outcome `test`; (output, why it failed or None)."""
+    command run once (FEEDBACK_OUTCOME=recorded, FEEDBACK_READER=check); (output, why
+    it failed or None)."""
     feedback = settings.feedback
     if pins := feedback.pins():
-        gpio = Gpio.open(feedback, pin_factory)
+        gpio = Gpio.attempt(feedback, pin_factory)
         shown = ", ".join(f"{key} GPIO{pin}" for key, pin in pins.items())
-        if gpio is None:
-            yield f"feedback gpio ({shown})", "cannot be opened (see the warning above)"
-        else:
-            yield f"feedback gpio ({shown})", _try(gpio, sleep)
+        yield f"feedback gpio ({shown})", gpio if isinstance(gpio, str) else _try(gpio, sleep)
     for reader in settings.readers:
         if reader.feedback_led != "none":
             led = KeyboardLed(reader, open_device)

@@ -10,12 +10,16 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from gateagent.config import Reader
-from gateagent.core.cards import CARD_FORMATS, CardFormat, InvalidCard, all_formats
+from gateagent.core.cards import CARD_FORMATS, CardFormat, InvalidCard, all_formats, normalize
+from gateagent.core.feedback import Signal
 from gateagent.readers import source_for
 from gateagent.readers.base import start
+
+if TYPE_CHECKING:
+    from gateagent.feedback import Feedback
 
 Event = tuple[str, str, object]  # (reader, "read" | "health", payload)
 
@@ -26,8 +30,11 @@ def listen(
     reverse_bytes: bool,
     out: TextIO = sys.stdout,
     stop: threading.Event | None = None,
+    *,
+    feedback: Feedback | None = None,
 ) -> int:
-    """Run until Ctrl-C (or `stop`); 0."""
+    """Run until Ctrl-C (or `stop`); 0. With `feedback`, each read sounds as a tap
+    would: recorded, or unreadable in the configured card_format."""
     stop = stop or threading.Event()
     events: queue.Queue[Event] = queue.Queue()
     names = ", ".join(f"{r.name} ({r.kind}{' ' + r.path if r.path else ''})" for r in readers)
@@ -53,6 +60,12 @@ def listen(
                 print(
                     describe(name, str(payload), card_format, reverse_bytes), file=out, flush=True
                 )
+                if feedback is not None:
+                    card_no = normalize(str(payload), card_format, reverse_bytes)
+                    if isinstance(card_no, InvalidCard):
+                        feedback.sound(Signal.UNREADABLE, name)
+                    else:
+                        feedback.sound(Signal.RECORDED, name, card_no)
     except KeyboardInterrupt:
         pass
     finally:

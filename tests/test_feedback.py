@@ -385,9 +385,9 @@ def test_check_names_a_pin_it_cannot_have(tmp_path: Path, factory: MockFactory) 
     holder = LED(RED, pin_factory=factory)
     results = list(check_outputs(settings_for(tmp_path, red_pin=RED), pin_factory=factory))
     holder.close()
-    assert results == [
-        ("feedback gpio (red_pin GPIO22)", "cannot be opened (see the warning above)")
-    ]
+    assert len(results) == 1
+    assert results[0][0] == "feedback gpio (red_pin GPIO22)"
+    assert str(results[0][1]).startswith("GPIOPinInUse: pin GPIO22 is already in use")
 
 
 # -- [feedback] in the configuration ----------------------------------------------------
@@ -435,3 +435,20 @@ def test_feedback_led_is_for_hid_readers_only(tmp_path: Path) -> None:
     assert caught.value.reason == "is for hid readers only"
     hid = replaced('direction = "out"', 'direction = "out"\nfeedback_led = "capslock"', GOOD)
     assert config.load(write(tmp_path, hid)).readers[1].feedback_led == "capslock"
+
+
+def test_gateagent_check_lines(
+    tmp_path: Path, factory: MockFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpiozero import Device
+
+    from gateagent.check import feedback_outputs
+
+    monkeypatch.setattr(Device, "pin_factory", factory)  # as gpiozero picks the Pi's own
+    settings = settings_for(tmp_path, buzzer_pin=BUZZER, command=hook(tmp_path, ENV_WRITER))
+    assert [result.line() for result in feedback_outputs(settings)] == [
+        "OK    feedback gpio (buzzer_pin GPIO17): beeped and blinked",
+        f"OK    feedback command {sys.executable}: ran (FEEDBACK_OUTCOME=recorded)",
+    ]
+    assert [s for s, _ in history(factory, BUZZER)] == [True, False]
+    assert list(feedback_outputs(settings_for(tmp_path))) == []  # nothing configured

@@ -108,3 +108,52 @@ def test_recorded_then_the_servers_verdict_for_each_tap(tmp_path: Path, sim: Sim
         if run.process.poll() is None:
             run.stop()
     assert TOKEN not in run.output
+
+
+def test_listen_sounds_each_read(tmp_path: Path) -> None:
+    import threading
+    import tty
+
+    from gateagent.feedback import Feedback
+    from gateagent.listen import listen
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    (tmp_path / "hook.py").write_text(HOOK)
+    heard = Heard(tmp_path / "heard.fifo")
+    settings = make_settings(
+        tmp_path,
+        "http://127.0.0.1:9/x",
+        taps={"card_format": "dec10"},
+        readers=[
+            {"name": "entrance", "kind": "serial", "path": os.ttyname(slave), "protocol": "lines"}
+        ],
+        feedback={"command": f"{sys.executable} {tmp_path / 'hook.py'} {tmp_path / 'heard.fifo'}"},
+    )
+    feedback = Feedback(settings)
+    feedback.start()
+    stop = threading.Event()
+    read_end, write_end = os.pipe()
+    out = os.fdopen(write_end, "w")
+    printed = os.fdopen(read_end)
+    args = (settings.readers, "dec10", False, out, stop)
+    thread = threading.Thread(target=listen, args=args, kwargs={"feedback": feedback})
+    thread.start()
+    try:
+        assert printed.readline().startswith("listening on entrance")
+        # pyserial flushes what came before the open: the card comes once it is open.
+        assert printed.readline() == "reader entrance: connected\n"
+        os.write(master, b"0A00C3A5F1\r\n")
+        first = heard.next()
+        assert (first["FEEDBACK_OUTCOME"], first["FEEDBACK_CARD_NO"]) == ("recorded", "0012822001")
+        os.write(master, b"not a card!\r\n")
+        assert heard.next()["FEEDBACK_OUTCOME"] == "unreadable"
+    finally:
+        stop.set()
+        thread.join(WAIT_S)
+        feedback.close()
+        heard.close()
+        out.close()
+        printed.close()
+        os.close(master)
+        os.close(slave)
