@@ -50,6 +50,7 @@ def run_checks(settings: Config, path: str, clock: Clock, probe: Probe) -> Itera
         yield Result(
             problem is None, f"reader {reader.name}", problem or f"{where} opened and released"
         )
+    yield from feedback_outputs(settings)
     yield from server(settings.uplink, settings.device.name)
     yield state_directory(settings.storage.path.parent)
     yield clock_state(clock, settings.device.require_clock_sync)
@@ -61,6 +62,21 @@ def probe_reader(reader: Reader) -> str | None:
     from gateagent.readers import source_for  # noqa: PLC0415
 
     return source_for(reader).probe()
+
+
+def feedback_outputs(settings: Config) -> Iterator[Result]:
+    """Each configured feedback output beeps and blinks once (README "Feedback at the gate")."""
+    wanted = settings.feedback
+    if not (
+        wanted.pins() or wanted.command or any(r.feedback_led != "none" for r in settings.readers)
+    ):
+        return
+    # Imported here: gpiozero only when an output is configured.
+    from gateagent.feedback import check_outputs  # noqa: PLC0415
+
+    for what, problem in check_outputs(settings):
+        done = "ran (FEEDBACK_OUTCOME=recorded)" if " command " in what else "beeped and blinked"
+        yield Result(problem is None, what, problem or done)
 
 
 def server(uplink: Uplink, device: str = "") -> Iterator[Result]:

@@ -199,7 +199,20 @@ def _listen(args: argparse.Namespace) -> int:
     logs.setup(tz=tz)
     local = datetime.now().astimezone().tzinfo
     assert local is not None  # astimezone() always gives a zone
-    return listen.listen(readers, card_format, reverse_bytes, tz or local)
+    if args.feedback and args.path:
+        print("gateagent: --feedback needs the configuration, not --path", file=sys.stderr)
+        return EXIT_USAGE
+    sound = None
+    if args.feedback:
+        from gateagent.feedback import Feedback
+
+        sound = Feedback(settings)
+        sound.start()
+    try:
+        return listen.listen(readers, card_format, reverse_bytes, tz or local, feedback=sound)
+    finally:
+        if sound is not None:
+            sound.close()
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -287,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     listening.add_argument("--baudrate", type=int, default=9600, help="with --path, serial")
     listening.add_argument(
         "--reverse-bytes", action="store_true", help="show the byte-reversed numbers too"
+    )
+    listening.add_argument(
+        "--feedback",
+        action="store_true",
+        help="sound each read on the [feedback] outputs (recorded or unreadable)",
     )
 
     check = add(

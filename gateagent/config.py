@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -135,6 +136,8 @@ class Reader(_Section):
     protocol: Literal["rdm6300", "lines"] = "rdm6300"
     direction: Direction = "auto"
     gate: int | None = Field(default=None, ge=0)
+    # hid only, experimental: blink this keyboard LED of the reader (README "Feedback").
+    feedback_led: Literal["none", "capslock", "numlock", "scrolllock"] = "none"
 
 
 TapField = Literal[
@@ -224,6 +227,44 @@ class Uplink(_Section):
         return [self.url] + ([self.webhook.url_out] if self.webhook.url_out else [])
 
 
+# -- [feedback] (README "Feedback at the gate"; the outputs are gateagent/feedback.py) --
+
+# BCM GPIO numbers of the Pi's 40-pin header (GPIO2..GPIO27).
+GpioPin = Annotated[int, Field(ge=2, le=27)]
+
+
+class Feedback(_Section):
+    buzzer_pin: GpioPin | None = None
+    green_pin: GpioPin | None = None
+    red_pin: GpioPin | None = None
+    # A program run for each signal, with the outcome in its environment (no shell).
+    command: str | None = None
+    command_timeout: Annotated[Duration, Field(gt=0)] = 5.0
+    # A server's verdict is signalled only this soon after the recorded signal: the
+    # person has walked on after that (useful with [uplink] flush_interval = "0s").
+    verdict_within: Duration = 2.0
+
+    @field_validator("command")
+    @classmethod
+    def _a_program(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                words = shlex.split(value)
+            except ValueError as exc:
+                raise ValueError(f"cannot be split into words: {exc}") from None
+            if not words:
+                raise ValueError("is empty (leave it out for no command)")
+        return value
+
+    def pins(self) -> dict[str, int]:
+        """The GPIO pins configured, by key."""
+        given = {"buzzer_pin": self.buzzer_pin, "green_pin": self.green_pin}
+        return {k: pin for k, pin in {**given, "red_pin": self.red_pin}.items() if pin is not None}
+
+
+# -- end of [feedback] --
+
+
 def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -271,7 +312,8 @@ def listen_address(value: str) -> tuple[str, int]:
 
 
 class ReadingConfig(BaseSettings):
-    """What reading cards needs (`gateagent listen`): everything but [uplink]."""
+    """What reading cards needs (`gateagent listen`, with its feedback): everything but
+    [uplink] and [metrics]."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -281,6 +323,7 @@ class ReadingConfig(BaseSettings):
     storage: Storage = Field(default_factory=Storage)
     taps: Taps = Field(default_factory=Taps)
     readers: list[Reader] = Field(min_length=1)
+    feedback: Feedback = Field(default_factory=Feedback)
 
     @classmethod
     def settings_customise_sources(
@@ -486,8 +529,15 @@ def _check_readers(where: str, config: ReadingConfig) -> None:
         if reader.kind in ("hid", "serial") and not reader.path:
             raise ConfigError(where, f"{key} path", f"is required for a {reader.kind} reader")
         stdin_readers += reader.kind == "stdin"
+        if reader.feedback_led != "none" and reader.kind != "hid":
+            raise ConfigError(where, f"{key} feedback_led", "is for hid readers only")
     if stdin_readers > 1:
         raise ConfigError(where, "[[readers]] kind", 'only one reader can be of kind "stdin"')
+    pins: dict[int, str] = {}
+    for name, pin in config.feedback.pins().items():
+        if pin in pins:
+            raise ConfigError(where, f"[feedback] {name}", f"GPIO{pin} is already {pins[pin]}")
+        pins[pin] = name
 
 
 def _check_uplink(where: str, config: Config) -> None:

@@ -46,6 +46,7 @@ from gateagent.clock import Clock
 from gateagent.config import Config, Reader
 from gateagent.dbthread import DbThread
 from gateagent.errors import ConfigError, GateagentError, StoreError
+from gateagent.feedback import Feedback
 from gateagent.logs import Repeats
 from gateagent.notify import Notifier
 from gateagent.readers import source_for
@@ -150,12 +151,15 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._stop_requested)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         self._db = DbThread(settings.storage.path, "daemon-db")
+        self._feedback = Feedback(settings)  # before the readers: their first tap is heard
+        self._feedback.start()
         self._recorder = Recorder(
             settings.storage.path,
             settings,
             self._clock,
             on_recorded=self._recorded,
             on_released=self._released,
+            on_unreadable=lambda reader: self._feedback.unreadable(reader.name),
         )
         # The writer keeps taps in memory until the database is open; the readers read
         # from the start either way (SPEC: never wait to start reading).
@@ -203,6 +207,7 @@ class Daemon:
             self._tasks[name].cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self._recorder.close()
+        await asyncio.to_thread(self._feedback.close)  # outputs off, pins released
         pending: object = "-"
         if self._opened.is_set():
             rows = [(name, False, "gateagent stopped") for name in self._readers]
@@ -277,7 +282,12 @@ class Daemon:
             )
         self._counts = counts
         self._uploader = Uploader(
-            settings.storage.path, self.settings, transport=self._transport, on_state=self._state
+            settings.storage.path,
+            self.settings,
+            transport=self._transport,
+            on_state=self._state,
+            # Through self: a reload may replace the feedback's outputs.
+            on_answer=lambda tap, outcome: self._feedback.answer(tap, outcome),  # noqa: PLW0108
         )
         uploader = self._uploader
         self._tasks["uploader"] = self._supervisor.task(
@@ -394,6 +404,7 @@ class Daemon:
             )
 
     def _recorded(self, tap: Tap) -> None:
+        self._feedback.recorded(tap)
         if self._uploader is not None:
             self._uploader.wake(tap.seq)
 
@@ -456,12 +467,23 @@ class Daemon:
         self._metrics.reconfigure(new)
         self.settings = new
         self._recorder.reconfigure(new)
+        self._reconfigure_feedback(new)
         for name in stopping:
             self._readers.pop(name).stop.set()
             self._dirty.discard(name)
         self._start_readers(changed)
         log.info("configuration reloaded path=%s readers_restarted=%d", self._path, len(changed))
         _warn_of_clear_text(new)
+
+    def _reconfigure_feedback(self, new: Config) -> None:
+        # The old outputs first release their pins (closing only wakes its thread to
+        # switch them off, milliseconds); the verdicts awaited are forgotten.
+        leds = [(r.name, r.path, r.feedback_led) for r in new.readers]
+        if (new.feedback, leds) == (self._feedback.settings.feedback, self._feedback.leds):
+            return
+        self._feedback.close()
+        self._feedback = Feedback(new)
+        self._feedback.start()
 
     # -- housekeeping --------------------------------------------------------------------
 

@@ -13,14 +13,18 @@ import queue
 import sys
 import threading
 from datetime import UTC, datetime, tzinfo
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from gateagent.config import Reader
-from gateagent.core.cards import CARD_FORMATS, CardFormat, InvalidCard, all_formats
+from gateagent.core.cards import CARD_FORMATS, CardFormat, InvalidCard, all_formats, normalize
+from gateagent.core.feedback import Signal
 from gateagent.core.localtime import local_time
 from gateagent.readers import source_for
 from gateagent.readers.base import start
 from gateagent.readers.serial import SerialSource
+
+if TYPE_CHECKING:
+    from gateagent.feedback import Feedback
 
 Event = tuple[str, str, object]  # (reader, "read" | "health" | "bytes", payload)
 
@@ -33,8 +37,11 @@ def listen(
     *,
     out: TextIO = sys.stdout,
     stop: threading.Event | None = None,
+    feedback: Feedback | None = None,
 ) -> int:
-    """Run until Ctrl-C (or `stop`); 0. Times are shown in `tz` ([device] timezone)."""
+    """Run until Ctrl-C (or `stop`); 0. Times are shown in `tz` ([device] timezone). With
+    `feedback`, each read sounds as a tap would: recorded, or unreadable in the
+    configured card_format."""
     stop = stop or threading.Event()
     events: queue.Queue[Event] = queue.Queue()
     names = ", ".join(f"{r.name} ({r.kind}{' ' + r.path if r.path else ''})" for r in readers)
@@ -83,11 +90,23 @@ def listen(
                 at = local_time(datetime.now(UTC), tz)
                 text = describe(name, str(payload), card_format, reverse_bytes)
                 print(f"{at} {text}", file=out, flush=True)
+                if feedback is not None:
+                    _sound(feedback, name, str(payload), card_format, reverse_bytes)
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
     return 0
+
+
+def _sound(
+    feedback: Feedback, reader: str, raw: str, card_format: CardFormat, reverse_bytes: bool
+) -> None:
+    card_no = normalize(raw, card_format, reverse_bytes)
+    if isinstance(card_no, InvalidCard):
+        feedback.sound(Signal.UNREADABLE, reader)
+    else:
+        feedback.sound(Signal.RECORDED, reader, card_no)
 
 
 def describe(reader: str, raw: str, card_format: CardFormat, reverse_bytes: bool) -> str:

@@ -85,11 +85,15 @@ class Recorder:
         clock: Clock,
         on_recorded: Callable[[Tap], None] = lambda tap: None,
         on_released: Callable[[int], None] = lambda count: None,
+        *,
+        on_unreadable: Callable[[Reader], None] = lambda reader: None,
     ) -> None:
         self._path = path
         self._clock = clock
         self._on_recorded = on_recorded
         self._on_released = on_released
+        # In the reader's thread, for a read that is not a card number (feedback).
+        self._on_unreadable = on_unreadable
         self._repeats = Repeats(log)
         self.settings = settings
         self._debouncer = Debouncer(settings.taps.debounce)
@@ -192,6 +196,7 @@ class Recorder:
                 card_no.reason,
                 raw[:40],
             )
+            self._on_unreadable(reader)
             return False
         at_mono = self._clock.now_mono()
         if self._debouncer.seen(card_no, at_mono):

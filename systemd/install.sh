@@ -27,6 +27,16 @@ for package in python3-venv python3-evdev; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
         || missing="$missing $package"
 done
+# Feedback on the GPIO (README "Feedback at the gate"): Debian's gpiozero and its lgpio
+# pin library (a Pi 5 has no other), through --system-site-packages as evdev, where the
+# distribution has them (Raspberry Pi OS does). gateagent imports them only when a
+# [feedback] pin is configured.
+for package in python3-gpiozero python3-lgpio; do
+    if apt-cache show "$package" >/dev/null 2>&1; then
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" \
+            || missing="$missing $package"
+    fi
+done
 if [ -n "$missing" ]; then
     apt-get update
     # shellcheck disable=SC2086 # one word per package

@@ -92,6 +92,7 @@ class Uploader:
         monotonic: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
         on_state: Callable[[str, str], None] | None = None,
+        on_answer: Callable[[Tap, Outcome], None] | None = None,
         backoff: Backoff | None = None,
         pause_backoff: Backoff = PAUSE_BACKOFF,
     ) -> None:
@@ -101,6 +102,8 @@ class Uploader:
         self._monotonic = monotonic
         self._transport = transport
         self._on_state = on_state
+        # Each server answer, as it arrives (feedback at the gate: the verdict).
+        self._on_answer = on_answer
         self._backoff = backoff or Backoff()
         self._pause_backoff = pause_backoff
         self._repeats = Repeats(log, window_s=600.0)
@@ -316,6 +319,8 @@ class Uploader:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write_answers())
         self._event.set()
+        if self._on_answer is not None:
+            self._on_answer(tap, outcome)
 
     def _retire(self, client: httpx.AsyncClient) -> None:
         using = [request.task for request in self._requests.values() if request.client is client]

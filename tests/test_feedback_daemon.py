@@ -1,0 +1,159 @@
+"""Feedback through `gateagent run` (issue 15): a stdin reader, the simulator answering
+at once (flush_interval 0s), and the command hook telling what the person at the gate
+would hear. The hook writes to a FIFO the test reads, so the test waits on each line
+as it comes, never on a sleep."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateagent.simulator import Simulator
+from tests.running import Run
+from tests.settings import TOKEN, make_settings, write_config
+
+ROSTER = {f"{n:010d}": f"Student {n}" for n in range(1, 20)}
+WAIT_S = 20.0  # safety net only
+
+HOOK = """
+import json, os, sys
+line = json.dumps({k: v for k, v in os.environ.items() if k.startswith("FEEDBACK_")}) + "\\n"
+with open(sys.argv[1], "w") as fifo:
+    fifo.write(line)
+"""
+
+
+class Heard:
+    """The hook's lines, read from the FIFO as they come."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        # Read-write: the open does not wait for a writer, and no EOF between commands.
+        self._fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self._buffer = b""
+
+    def next(self) -> dict[str, str]:
+        deadline = time.monotonic() + WAIT_S
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            readable, _, _ = select.select([self._fd], [], [], max(0.0, left))
+            if not readable:
+                raise TimeoutError(f"no feedback heard; so far {self._buffer!r}")
+            self._buffer += os.read(self._fd, 4096)
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        heard: dict[str, str] = json.loads(line)
+        return heard
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(token=TOKEN, roster=ROSTER) as simulator:
+        yield simulator
+
+
+def test_recorded_then_the_servers_verdict_for_each_tap(tmp_path: Path, sim: Simulator) -> None:
+    (tmp_path / "hook.py").write_text(HOOK)
+    heard = Heard(tmp_path / "heard.fifo")
+    settings = make_settings(
+        tmp_path,
+        sim.integration_url,
+        feedback={
+            "command": f"{sys.executable} {tmp_path / 'hook.py'} {tmp_path / 'heard.fifo'}",
+            # Wide for a loaded test machine; the window itself is tested in
+            # tests/core/test_feedback.py and tests/test_feedback.py.
+            "verdict_within": "10s",
+        },
+    )
+    run = Run(write_config(tmp_path / "config.toml", settings))
+    try:
+        run.wait_for_line("gateagent started")
+        run.tap("0000000001")
+        recorded = heard.next()
+        assert (recorded["FEEDBACK_OUTCOME"], recorded["FEEDBACK_CARD_NO"]) == (
+            "recorded",
+            "0000000001",
+        )
+        verdict = heard.next()
+        # PRESENT or LATE by the time of day the test runs (the simulator's rule).
+        assert verdict["FEEDBACK_OUTCOME"] in ("accepted", "late")
+        assert verdict["FEEDBACK_STUDENT_NAME"] == "Student 1"
+        assert verdict["FEEDBACK_ATTENDANCE_STATUS"] in ("PRESENT", "LATE")
+
+        run.tap("0000009999")  # not on the school's roster
+        assert [heard.next()["FEEDBACK_OUTCOME"] for _ in range(2)] == [
+            "recorded",
+            "unknown-card",
+        ]
+        run.tap("not a card!")
+        assert heard.next() == {
+            "FEEDBACK_OUTCOME": "unreadable",
+            "FEEDBACK_READER": "desk",
+            "FEEDBACK_CARD_NO": "",
+            "FEEDBACK_ATTENDANCE_STATUS": "",
+            "FEEDBACK_STUDENT_NAME": "",
+        }
+        assert run.stop() == 0
+    finally:
+        heard.close()
+        if run.process.poll() is None:
+            run.stop()
+    assert TOKEN not in run.output
+
+
+def test_listen_sounds_each_read(tmp_path: Path) -> None:
+    import threading
+    import tty
+
+    from gateagent.feedback import Feedback
+    from gateagent.listen import listen
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    (tmp_path / "hook.py").write_text(HOOK)
+    heard = Heard(tmp_path / "heard.fifo")
+    settings = make_settings(
+        tmp_path,
+        "http://127.0.0.1:9/x",
+        taps={"card_format": "dec10"},
+        readers=[
+            {"name": "entrance", "kind": "serial", "path": os.ttyname(slave), "protocol": "lines"}
+        ],
+        feedback={"command": f"{sys.executable} {tmp_path / 'hook.py'} {tmp_path / 'heard.fifo'}"},
+    )
+    feedback = Feedback(settings)
+    feedback.start()
+    stop = threading.Event()
+    read_end, write_end = os.pipe()
+    out = os.fdopen(write_end, "w")
+    printed = os.fdopen(read_end)
+    args = (settings.readers, "dec10", False, out, stop)
+    thread = threading.Thread(target=listen, args=args, kwargs={"feedback": feedback})
+    thread.start()
+    try:
+        assert printed.readline().startswith("listening on entrance")
+        # pyserial flushes what came before the open: the card comes once it is open.
+        assert printed.readline() == "reader entrance: connected\n"
+        os.write(master, b"0A00C3A5F1\r\n")
+        first = heard.next()
+        assert (first["FEEDBACK_OUTCOME"], first["FEEDBACK_CARD_NO"]) == ("recorded", "0012822001")
+        os.write(master, b"not a card!\r\n")
+        assert heard.next()["FEEDBACK_OUTCOME"] == "unreadable"
+    finally:
+        stop.set()
+        thread.join(WAIT_S)
+        feedback.close()
+        heard.close()
+        out.close()
+        printed.close()
+        os.close(master)
+        os.close(slave)
