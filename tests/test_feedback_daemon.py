@@ -136,8 +136,9 @@ def test_listen_sounds_each_read(tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     out = os.fdopen(write_end, "w")
     printed = os.fdopen(read_end)
-    args = (settings.readers, "dec10", False, out, stop)
-    thread = threading.Thread(target=listen, args=args, kwargs={"feedback": feedback})
+    args = (settings.readers, "dec10", False, settings.device.tz)
+    kwargs = {"out": out, "stop": stop, "feedback": feedback}
+    thread = threading.Thread(target=listen, args=args, kwargs=kwargs)
     thread.start()
     try:
         assert printed.readline().startswith("listening on entrance")
