@@ -44,6 +44,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from gateagent import config, metrics
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
+from gateagent.core.answers import Outcome
 from gateagent.dbthread import DbThread
 from gateagent.errors import ConfigError, GateagentError, StoreError
 from gateagent.feedback import Feedback
@@ -64,6 +65,8 @@ T = TypeVar("T")
 # (benchmarks/idle.py: a 1 s tick cost 0.13 % CPU, this 0.05 %).
 HOUSEKEEPING_S = 5.0
 PURGE_EVERY_S = 3600.0
+# The queue's counts (STATUS=) are read again at least this often, without a change seen.
+COUNTS_MAX_AGE_S = 60.0
 # A component the supervisor could not bring back for this long is not healing:
 # WATCHDOG=1 stops, and systemd restarts the whole daemon.
 DOWN_LIMIT_S = 60.0
@@ -128,6 +131,8 @@ class Daemon:
         self._synced: bool | None = None
         self._uploader: Uploader | None = None
         self._counts: dict[str, int] | None = None
+        self._counts_stale = True
+        self._counts_until = 0.0
         self._opened = asyncio.Event()
         # What is still to be written for status: meta keys and reader names.
         self._meta: dict[str, str] = {}
@@ -286,8 +291,7 @@ class Daemon:
             self.settings,
             transport=self._transport,
             on_state=self._state,
-            # Through self: a reload may replace the feedback's outputs.
-            on_answer=lambda tap, outcome: self._feedback.answer(tap, outcome),  # noqa: PLW0108
+            on_answer=self._answered,
         )
         uploader = self._uploader
         self._tasks["uploader"] = self._supervisor.task(
@@ -404,9 +408,15 @@ class Daemon:
             )
 
     def _recorded(self, tap: Tap) -> None:
+        self._counts_stale = True
         self._feedback.recorded(tap)
         if self._uploader is not None:
             self._uploader.wake(tap.seq)
+
+    def _answered(self, tap: Tap, outcome: Outcome) -> None:
+        self._counts_stale = True
+        # Through self: a reload may replace the feedback's outputs.
+        self._feedback.answer(tap, outcome)
 
     def _health(self, running: _Running, ok: bool, error: str | None) -> None:
         if running.stop.is_set() or (ok, error) == (running.connected, running.last_error):
@@ -518,7 +528,12 @@ class Daemon:
                     if now >= next_purge:
                         await self._purge()
                         next_purge = now + PURGE_EVERY_S
-                    self._counts = await self._db.call(lambda store: store.counts())
+                    # Counted again only when taps may have changed (or a minute passed,
+                    # for a `requeue` by another process): an idle gate skips the query.
+                    if self._counts_stale or now >= self._counts_until:
+                        self._counts_stale = False
+                        self._counts_until = now + COUNTS_MAX_AGE_S
+                        self._counts = await self._db.call(lambda store: store.counts())
                 except StoreError as exc:
                     self._repeats.report("housekeeping", logging.ERROR, str(exc), now)
                 else:
@@ -576,6 +591,7 @@ class Daemon:
         self._recorder.release_held()
 
     def _released(self, count: int) -> None:
+        self._counts_stale = True
         log.info("held taps corrected and released count=%d", count)
         if self._uploader is not None:
             self._uploader.rescan()
@@ -587,6 +603,7 @@ class Daemon:
             lambda store: store.purge(now, storage.keep_sent, storage.keep_rejected)
         )
         if deleted:
+            self._counts_stale = True
             log.info("retention deleted settled taps count=%d", deleted)
 
     def _state(self, state: str, message: str) -> None:
