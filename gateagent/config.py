@@ -26,7 +26,7 @@ import re
 import shlex
 import ssl
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -348,21 +348,7 @@ class Config(ReadingConfig):
 def load(path: str | os.PathLike[str]) -> Config:
     """Read, validate and complete the configuration at `path`, or raise ConfigError."""
     where = str(path)
-    data = read_toml(where)
-    # Config(**data) takes a top-level `_env_file`, `_secrets_dir`, `_cli_parse_args`, ...
-    # as pydantic-settings' own options, not as settings (found by tests/test_fuzz.py):
-    # only the sections may reach it.
-    for name in data:
-        if name not in Config.model_fields:
-            raise ConfigError(where, _key_name((name,), data), _unknown_key((name,)))
-    try:
-        config = Config(**data)
-    except ValidationError as exc:
-        raise _config_error(where, data, exc) from None
-    except SettingsError as exc:
-        # An environment override pydantic-settings cannot even parse, such as
-        # GATEAGENT_READERS='[{...': one line and exit 2, not a traceback.
-        raise _source_error(where, exc) from None
+    config = _validated(Config, where, _sections(where))
     config = _with_token(where, config)
     _check_readers(where, config)
     _check_uplink(where, config)
@@ -374,21 +360,38 @@ def load_readers(path: str | os.PathLike[str]) -> ReadingConfig:
     """The configuration at `path` without its [uplink] and [metrics] sections (which may
     be missing, incomplete or wrong), for `gateagent listen`; or ConfigError."""
     where = str(path)
-    data = read_toml(where)
-    for name in data:
-        if name not in Config.model_fields:
-            raise ConfigError(where, _key_name((name,), data), _unknown_key((name,)))
+    data = _sections(where)
     # Only what reading needs is validated: [uplink] (and [metrics]) may be anything.
     for name in Config.model_fields.keys() - ReadingConfig.model_fields.keys():
         data.pop(name, None)
+    config = _validated(ReadingConfig, where, data)
+    _check_readers(where, config)
+    return config
+
+
+def _sections(where: str) -> dict[str, Any]:
+    data = read_toml(where)
+    # Config(**data) takes a top-level `_env_file`, `_secrets_dir`, `_cli_parse_args`, ...
+    # as pydantic-settings' own options, not as settings (found by tests/test_fuzz.py):
+    # only the sections may reach it.
+    for name in data:
+        if name not in Config.model_fields:
+            raise ConfigError(where, _key_name((name,), data), _unknown_key((name,)))
+    return data
+
+
+_Model = TypeVar("_Model", bound=ReadingConfig)
+
+
+def _validated(model: type[_Model], where: str, data: dict[str, Any]) -> _Model:
     try:
-        config = ReadingConfig(**data)
+        return model(**data)
     except ValidationError as exc:
         raise _config_error(where, data, exc) from None
     except SettingsError as exc:
+        # An environment override pydantic-settings cannot even parse, such as
+        # GATEAGENT_READERS='[{...': one line and exit 2, not a traceback.
         raise _source_error(where, exc) from None
-    _check_readers(where, config)
-    return config
 
 
 def clear_text_token_warning(uplink: Uplink) -> str | None:
