@@ -44,7 +44,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from gateagent import config, metrics
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
-from gateagent.core.answers import Outcome
+from gateagent.core.answers import Outcome, Retry
 from gateagent.dbthread import DbThread
 from gateagent.errors import ConfigError, GateagentError, StoreError
 from gateagent.feedback import Feedback
@@ -130,6 +130,10 @@ class Daemon:
         self._supervisor = Supervisor()
         self._synced: bool | None = None
         self._uploader: Uploader | None = None
+        # The time of the latest answer from the API since start (status's
+        # uplink_answered_at), and the one last handed to the publisher.
+        self._answered_at: str | None = None
+        self._answered_published: str | None = None
         self._counts: dict[str, int] | None = None
         self._counts_stale = True
         self._counts_until = 0.0
@@ -216,6 +220,7 @@ class Daemon:
         pending: object = "-"
         if self._opened.is_set():
             rows = [(name, False, "gateagent stopped") for name in self._readers]
+            self._publish_answered()
             meta = {**self._meta, "pid": "", "stopped_at": iso(datetime.now(UTC))}
 
             def last(store: Store) -> int:
@@ -265,6 +270,8 @@ class Daemon:
             "uplink_state": "ok",
             "uplink_message": "",
             "uplink_state_since": iso(datetime.now(UTC)),
+            # "" until the API answered a request of this run: "ok" alone is no answer.
+            "uplink_answered_at": "",
         }
         rows = self._rows(self._readers)
         names = list(self._readers)
@@ -415,6 +422,14 @@ class Daemon:
 
     def _answered(self, tap: Tap, outcome: Outcome) -> None:
         self._counts_stale = True
+        if _is_answer(outcome):
+            first = self._answered_at is None
+            self._answered_at = iso(datetime.now(UTC))
+            # The first answer at once (status stops saying "nothing sent"); later ones
+            # with a change of state (written anyway) or the next housekeeping tick, so
+            # the database is not written once per answer.
+            if first or "uplink_state" in self._meta:
+                self._publish_answered()
         # Through self: a reload may replace the feedback's outputs.
         self._feedback.answer(tap, outcome)
 
@@ -523,6 +538,7 @@ class Daemon:
         while not self._stopping.is_set():
             now = time.monotonic()
             self._check_clock()
+            self._publish_answered()
             if self._opened.is_set():
                 try:
                     if now >= next_purge:
@@ -611,6 +627,11 @@ class Daemon:
             uplink_state=state, uplink_message=message, uplink_state_since=iso(datetime.now(UTC))
         )
 
+    def _publish_answered(self) -> None:
+        if self._answered_at is not None and self._answered_at != self._answered_published:
+            self._answered_published = self._answered_at
+            self._set_meta(uplink_answered_at=self._answered_at)
+
     def _notify_status(self) -> None:
         connected = sum(running.connected for running in self._readers.values())
         readers = f"readers {connected}/{len(self._readers)} connected"
@@ -624,6 +645,12 @@ class Daemon:
         pending = self._counts["pending"] + self._recorder.unsaved
         state = self._uploader.state if self._uploader is not None else "ok"
         self._notifier.status(f"{pending} pending, uplink {state}, {readers}{extra}")
+
+
+def _is_answer(outcome: Outcome) -> bool:
+    """An HTTP answer, whatever its status (a 503 too); a timeout, a refused or lost
+    connection or an internal error is none (their Retry has no status)."""
+    return not isinstance(outcome, Retry) or outcome.status is not None
 
 
 def _warn_of_clear_text(settings: Config) -> None:

@@ -40,6 +40,9 @@ def collect(store: Store, now: datetime) -> dict[str, Any]:
         "last_delivery_at": iso(last) if last else None,
         "uplink_state": meta.get("uplink_state", "ok"),
         "uplink_message": meta.get("uplink_message") or None,
+        # None until the API answered a request since the daemon started: "ok" before
+        # then only means nothing went wrong yet, not that the server is up (issue 13).
+        "uplink_answered_at": meta.get("uplink_answered_at") or None,
         "clock_synchronized": None if synced is None else synced == "1",
         "daemon_running": running,
         "database_moved_aside": meta.get("moved_aside"),
@@ -58,7 +61,7 @@ def render(status: dict[str, Any]) -> str:
         f"rejected          {status['rejected']}",
         f"ignored           {status['ignored']}",
         f"held              {status['held']}",
-        f"uplink            {status['uplink_state']}"
+        f"uplink            {_uplink(status)}"
         + (f"  {status['uplink_message']}" if status["uplink_message"] else ""),
         f"clock             {_clock(status['clock_synchronized'])}",
     ]
@@ -70,6 +73,13 @@ def render(status: dict[str, Any]) -> str:
         last = reader["last_tap_at"] or "no tap yet"
         lines.append(f"reader {reader['name']:<10} {state}, last tap {last}{extra}")
     return "\n".join(lines)
+
+
+def _uplink(status: dict[str, Any]) -> str:
+    state = str(status["uplink_state"])
+    if state == "ok" and status["uplink_answered_at"] is None:
+        return "ok (nothing sent since start)"
+    return state
 
 
 def _clock(synced: bool | None) -> str:

@@ -127,7 +127,7 @@ def test_unknown_host() -> None:
 def test_tls_with_an_untrusted_certificate_fails(tmp_path: Path) -> None:
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(tmp_path / "key.pem"),
+         "-subj", "/CN=127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
          "-out", str(tmp_path / "cert.pem")],
         capture_output=True,
         check=True,
@@ -140,7 +140,8 @@ def test_tls_with_an_untrusted_certificate_fails(tmp_path: Path) -> None:
     thread = threading.Thread(target=httpd.handle_request, daemon=True)
     thread.start()
     try:
-        url = f"https://localhost:{httpd.server_address[1]}/x"
+        # An address, not `localhost`: a minimal container may not resolve that name.
+        url = f"https://127.0.0.1:{httpd.server_address[1]}/x"
         results = list(server(make_settings(tmp_path, url).uplink))
     finally:
         thread.join(10)

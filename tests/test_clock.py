@@ -3,6 +3,7 @@ timesyncd's flag file or a read-only adjtimex(2)."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -55,10 +56,17 @@ def test_flag_appearing_later_is_seen(tmp_path: Path) -> None:
     assert clock.synchronized() is True
 
 
-def test_real_adjtimex_reports_a_state() -> None:
+def test_real_adjtimex_reports_a_state(caplog: pytest.LogCaptureFixture) -> None:
     # This machine may or may not be synchronized (a CI container reports TIME_ERROR):
     # only that the read-only call works and answers a valid state.
-    assert adjtimex_state() in range(6)
+    with caplog.at_level(logging.DEBUG, logger="gateagent.clock"):
+        state = adjtimex_state()
+    if state == -1:
+        # A minimal container may forbid the call (seccomp, gVisor): the clock then
+        # counts as not synchronized (tested above with a failing adjtimex).
+        why = "; ".join(r.getMessage() for r in caplog.records) or "it returned -1"
+        pytest.skip(f"adjtimex(2) does not work on this machine: {why}")
+    assert state in range(6)
     assert isinstance(SystemClock().synchronized(), bool)
 
 

@@ -345,3 +345,40 @@ def test_a_token_over_plain_http_is_warned_of_at_start(tmp_path: Path) -> None:
     run.wait_for_line("gateagent started")
     assert run.stop() == 0
     assert TOKEN not in run.output
+
+
+def test_status_says_the_uplink_is_untested_until_the_api_answers(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    config = write_config(tmp_path / "config.toml", make_settings(tmp_path, sim.integration_url))
+
+    def status() -> tuple[dict[str, object], str]:
+        facts = json.loads(command("status", "--json", "--config", str(config), check=True).stdout)
+        lines = command("status", "--config", str(config), check=True).stdout.splitlines()
+        [uplink] = [line for line in lines if line.startswith("uplink")]
+        return facts, uplink
+
+    run = Run(config)
+    # pending=0: the database is open, so this run's state is written (daemon.py `_open`).
+    run.wait_for_line("gateagent started.* pending=0")
+    fresh, fresh_line = status()
+    run.tap("0000000001")
+    run.wait_for_line("tap delivered")
+    assert run.stop() == 0
+    answered, answered_line = status()
+
+    assert (fresh["uplink_state"], fresh["uplink_answered_at"]) == ("ok", None)
+    assert fresh_line == "uplink            ok (nothing sent since start)"
+    assert answered["uplink_state"] == "ok"
+    assert isinstance(answered["uplink_answered_at"], str)
+    age_s = datetime.now(UTC) - datetime.fromisoformat(answered["uplink_answered_at"])
+    assert 0 <= age_s.total_seconds() < 600, answered["uplink_answered_at"]
+    assert answered_line == "uplink            ok"
+
+    # A restart: the last run's answer says nothing about the server now.
+    run = Run(config)
+    run.wait_for_line("gateagent started.* pending=0")
+    restarted, restarted_line = status()
+    assert run.stop() == 0
+    assert restarted["uplink_answered_at"] is None
+    assert restarted_line == "uplink            ok (nothing sent since start)"

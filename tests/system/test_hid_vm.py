@@ -31,6 +31,19 @@ sleep 30
 """
 
 
+VM_S = 600
+
+
+def _text(output: bytes | str | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
+def _tail(console: str) -> str:
+    return "\n".join(line.strip() for line in console.splitlines()[-60:]) + "\n"
+
+
 def test_hid_reader_on_a_real_uinput_device(tmp_path: Path) -> None:
     reason = tools_missing(
         "qemu-system-x86_64", "debootstrap", "mkfs.ext4",
@@ -52,18 +65,32 @@ def test_hid_reader_on_a_real_uinput_device(tmp_path: Path) -> None:
     kernel = shutil.copy(next((root / "boot").glob("vmlinuz-*")), tmp_path / "vmlinuz")
     initrd = shutil.copy(next((root / "boot").glob("initrd.img-*")), tmp_path / "initrd.img")
     shutil.rmtree(root)
-    done = subprocess.run(
-        ["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot",
-         "-kernel", str(kernel), "-initrd", str(initrd),
-         "-append", "root=/dev/vda rw console=ttyS0 init=/opt/init.sh quiet panic=-1",
-         "-drive", f"file={image},format=raw,if=virtio"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            ["qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-nographic", "-no-reboot",
+             "-kernel", str(kernel), "-initrd", str(initrd),
+             "-append", "root=/dev/vda rw console=ttyS0 init=/opt/init.sh quiet panic=-1",
+             "-drive", f"file={image},format=raw,if=virtio"],
+            capture_output=True, text=True, timeout=VM_S, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        # TimeoutExpired carries bytes whatever `text` says.
+        out, err = _text(exc.stdout), _text(exc.stderr)
+        secrets_sweep.output(out, err)
+        pytest.fail(
+            f"the VM did not power off in {VM_S} s (its init reports DONE, then powers off);"
+            f" its console last said:\n{_tail(out)}{err[-2000:]}"
+        )
     secrets_sweep.output(done.stdout, done.stderr)
     lines = [line.strip() for line in done.stdout.splitlines()]
     # The kernel may write to the same console: look for our words anywhere in a line.
     results = dict(re.findall(r"RESULT (\S+) (PASS|FAIL)", done.stdout))
-    assert re.search(r"DONE (PASS|FAIL)", done.stdout), "\n".join(lines[-60:]) + done.stderr[-2000:]
+    if not re.search(r"DONE (PASS|FAIL)", done.stdout):
+        pytest.fail(
+            f"the VM ended (qemu exit status {done.returncode}) before its init reported DONE"
+            f" (no boot, a panic, or hid_in_vm.py crashed); its console last said:\n"
+            f"{_tail(done.stdout)}{done.stderr[-2000:]}"
+        )
     assert results == {
         name: "PASS"
         for name in (

@@ -37,6 +37,8 @@ from tests.system.machines import (
 TOKEN = secrets_sweep.secret("system-test-token-5o8rNh", "tests/system/test_systemd_boot.py TOKEN")
 CARD_LINK = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_TEST-if00-port0"
 INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+INIT_PID_S = 60
+BOOT_S = 120
 
 
 class Pi:
@@ -44,13 +46,16 @@ class Pi:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.nspawn = subprocess.Popen(
-            ["systemd-nspawn", "-D", str(root), "--register=no", "--keep-unit", "-b",
-             "--console=passive", f"--machine=gatepi{os.getpid()}"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        # What systemd-nspawn says when it cannot start or ends early: the reason shown.
+        self._said_path = root.with_name("nspawn.log")
+        with self._said_path.open("wb") as said:
+            self.nspawn = subprocess.Popen(
+                ["systemd-nspawn", "-D", str(root), "--register=no", "--keep-unit", "-b",
+                 "--console=passive", f"--machine=gatepi{os.getpid()}"],
+                stdin=subprocess.DEVNULL,
+                stdout=said,
+                stderr=said,
+            )  # fmt: skip
         try:
             self.pid = self._init_pid()
             self._wait_booted()
@@ -60,24 +65,62 @@ class Pi:
             raise
 
     def _wait_booted(self) -> None:
-        deadline = time.monotonic() + 120
-        while True:
-            # Until PID 1 listens on its bus, systemctl cannot even ask.
-            state = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=120)
+        deadline = time.monotonic() + BOOT_S
+        last = "no answer yet"
+        while (left := deadline - time.monotonic()) > 0:
+            self._fail_if_gone("before it booted", last)
+            try:
+                # Until PID 1 listens on its bus, systemctl cannot even ask: --wait then
+                # returns at once, and the question is asked again.
+                state = self.run(
+                    "systemctl", "is-system-running", "--wait", check=False, timeout=left
+                )
+            except subprocess.TimeoutExpired:
+                last = "`systemctl is-system-running --wait` still waiting"
+                break
             if state.stdout.strip() in ("running", "degraded"):
                 return
-            assert time.monotonic() < deadline, state.stdout + state.stderr
+            answer = " ".join((state.stdout + state.stderr).split())
+            last = answer or f"no output, exit status {state.returncode}"
             time.sleep(0.1)
+        self._fail_if_gone("before it booted", last)
+        pytest.fail(
+            f"the container's systemd did not reach running in {BOOT_S} s: {last}{self._said()}"
+        )
 
     def _init_pid(self) -> int:
-        deadline = time.monotonic() + 60
+        """The container's PID 1, as this machine numbers it.
+
+        Not simply nspawn's first child: that is an intermediate process which forks
+        PID 1 and exits, and taking it made `nsenter` fail with "cannot open
+        /proc/N/ns/ipc" (issue 13). PID 1 is the process whose NSpid ends in 1."""
+        deadline = time.monotonic() + INIT_PID_S
         while time.monotonic() < deadline:
-            for task in Path(f"/proc/{self.nspawn.pid}/task").iterdir():
-                children = (task / "children").read_text().split()
-                if children:
-                    return int(children[0])
+            if self.nspawn.poll() is not None:
+                # Before any container ran: this machine cannot run one (not a failure
+                # of gateagent's), e.g. no privileges inside another container.
+                pytest.skip(
+                    f"systemd-nspawn cannot run a container here (exit status"
+                    f" {self.nspawn.returncode}){self._said()}"
+                )
+            for pid in _descendants(self.nspawn.pid):
+                if _nspid(pid)[1:] == ["1"]:
+                    return pid
             time.sleep(0.05)  # systemd-nspawn forks PID 1 in a moment
-        raise TimeoutError("the container's PID 1 did not appear")
+        pytest.fail(f"the container's PID 1 did not appear in {INIT_PID_S} s{self._said()}")
+
+    def _fail_if_gone(self, when: str, last: str) -> None:
+        if self.nspawn.poll() is not None:
+            pytest.fail(
+                f"the container ended {when} (systemd-nspawn exit status"
+                f" {self.nspawn.returncode}); its systemd last said: {last}{self._said()}"
+            )
+        if not Path(f"/proc/{self.pid}").exists():
+            pytest.fail(f"the container's PID 1 ({self.pid}) is gone {when}: {last}{self._said()}")
+
+    def _said(self) -> str:
+        said = self._said_path.read_text(errors="replace").strip()
+        return f"; systemd-nspawn said: {said[-1500:]}" if said else ""
 
     def command(self, *args: str) -> list[str]:
         return ["nsenter", "-t", str(self.pid), "-m", "-u", "-i", "-n", "-p", "--",
@@ -104,8 +147,10 @@ class Pi:
         deadline = time.monotonic() + timeout_s
         while True:
             shown = self.show(*want)
-            if all(shown.get(k) == v for k, v in want.items()) or time.monotonic() > deadline:
+            if all(shown.get(k) == v for k, v in want.items()):
                 return shown
+            if time.monotonic() > deadline:
+                pytest.fail(f"gateagent.service did not reach {want} in {timeout_s:.0f} s: {shown}")
             time.sleep(0.2)  # systemd's state, seen from outside
 
     def stop(self) -> None:
@@ -115,6 +160,38 @@ class Pi:
         except subprocess.TimeoutExpired:
             self.nspawn.kill()
             self.nspawn.wait(10)
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid`'s children and theirs (gone ones skipped: they come and go meanwhile)."""
+    found: list[int] = []
+    waiting = [pid]
+    while waiting:
+        parent = waiting.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            waiting += children
+    return found
+
+
+def _nspid(pid: int) -> list[str]:
+    """The pid in each pid namespace the process is in, outermost first; [] if gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return []
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return line.split()[1:]
+    return []
 
 
 def _copy_source(target: Path) -> None:
