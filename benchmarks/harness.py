@@ -15,10 +15,14 @@ TOKEN = "bench-token"
 
 
 def write_config(
-    folder: Path, url: str, readers: list[dict[str, str]] | None = None, **uplink: object
+    folder: Path,
+    url: str,
+    readers: list[dict[str, str]] | None = None,
+    feedback: dict[str, object] | None = None,
+    **uplink: object,
 ) -> Path:
     """`readers` replaces the default two: `desk` on stdin and a serial reader that is not
-    plugged in."""
+    plugged in; `feedback` is the `[feedback]` table, if any."""
     settings = {"url": url, "token": TOKEN, "gate": 4, "flush_interval": "0s", "concurrency": 4}
     settings.update(uplink)
     if readers is None:
@@ -42,6 +46,8 @@ def write_config(
         ),
         "[uplink]",
         *(f"{key} = {_toml(value)}" for key, value in settings.items()),
+        *(["[feedback]"] if feedback else []),
+        *(f"{key} = {_toml(value)}" for key, value in (feedback or {}).items()),
     ]
     path = folder / "config.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -49,7 +55,9 @@ def write_config(
 
 
 def _toml(value: object) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
 
 
 class Daemon:
@@ -65,6 +73,8 @@ class Daemon:
         )
         self.counts: dict[str, int] = {}
         self.recorded_cards: list[str] = []
+        # When each card's first "tap recorded" line arrived (monotonic).
+        self.recorded_at: dict[str, float] = {}
         self.log_lines = 0
         self.first_at: dict[str, float] = {}
         self.last_at: dict[str, float] = {}
@@ -87,7 +97,9 @@ class Daemon:
                 continue
             key = match[1].decode()
             if key == "tap recorded":
-                self.recorded_cards.append(raw.split(b"card_no=")[1].split()[0].decode())
+                card = raw.split(b"card_no=")[1].split()[0].decode()
+                self.recorded_cards.append(card)
+                self.recorded_at.setdefault(card, now)
             with self._changed:
                 self.counts[key] = self.counts.get(key, 0) + 1
                 self.first_at.setdefault(key, now)

@@ -123,7 +123,8 @@ class Daemon:
         self.settings = settings
         self._clock = clock
         self._notifier = notifier or Notifier(None)
-        self._sources = sources or source_for
+        # A read a reader drops as garbage is "unreadable" at the gate too (issue 15).
+        self._sources = sources or partial(source_for, on_garbage=self._garbage)
         self._transport = transport
         self._readers: dict[str, _Running] = {}
         self._repeats = Repeats(log)
@@ -413,6 +414,9 @@ class Daemon:
                 running.stop,
                 restart_on_return=reader.kind != "stdin",
             )
+
+    def _garbage(self, reader: str, garbage: object) -> None:
+        self._feedback.unreadable(reader)  # in the reader's thread; never blocks
 
     def _recorded(self, tap: Tap) -> None:
         self._counts_stale = True

@@ -40,6 +40,7 @@ from gateagent.core.feedback import (
     Light,
     Signal,
     Step,
+    Unreadables,
     Verdicts,
     for_answer,
     for_tap,
@@ -408,6 +409,9 @@ class Feedback:
         self.leds = [(r.name, r.path, r.feedback_led) for r in settings.readers]
         self._monotonic = monotonic
         self._verdicts = Verdicts(feedback.verdict_within)
+        # Shared by the reader threads, each of which may report an unreadable read.
+        self._unreadables = Unreadables()
+        self._unreadables_lock = threading.Lock()
         outputs: list[Output] = []
         gpio = Gpio.open(feedback, pin_factory) if feedback.pins() else None
         if gpio is not None:
@@ -454,7 +458,11 @@ class Feedback:
         self._signal(Event(signal, tap.reader, tap.card_no))
 
     def unreadable(self, reader: str) -> None:
-        """A read that is not a card number (from a reader's thread)."""
+        """A read that is not a card number, or that a reader dropped as garbage (from a
+        reader's thread): signalled once per burst (core/feedback.py `Unreadables`)."""
+        with self._unreadables_lock:
+            if not self._unreadables.signal(reader, self._monotonic()):
+                return
         self._signal(Event(Signal.UNREADABLE, reader))
 
     def answer(self, tap: Tap, outcome: Outcome) -> None:

@@ -110,6 +110,27 @@ def test_recorded_then_the_servers_verdict_for_each_tap(tmp_path: Path, sim: Sim
     assert TOKEN not in run.output
 
 
+def test_a_read_the_reader_drops_is_unreadable_at_the_gate(tmp_path: Path) -> None:
+    (tmp_path / "hook.py").write_text(HOOK)
+    heard = Heard(tmp_path / "heard.fifo")
+    settings = make_settings(
+        tmp_path,
+        "http://127.0.0.1:9/x",
+        feedback={"command": f"{sys.executable} {tmp_path / 'hook.py'} {tmp_path / 'heard.fifo'}"},
+    )
+    run = Run(write_config(tmp_path / "config.toml", settings))
+    try:
+        run.wait_for_line("gateagent started")
+        run.tap("\x01\x02")  # not text: dropped by the reader, never reaches the recorder
+        assert heard.next()["FEEDBACK_OUTCOME"] == "unreadable"
+        assert run.stop() == 0
+    finally:
+        heard.close()
+        if run.process.poll() is None:
+            run.stop()
+    assert "read dropped: garbage reader=desk reason=not-text" in run.output
+
+
 def test_listen_sounds_each_read(tmp_path: Path) -> None:
     import threading
     import tty

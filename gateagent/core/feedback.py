@@ -154,3 +154,30 @@ def counts(recorded_s: float, answered_s: float, within_s: float) -> bool:
     """Does a verdict answered at `answered_s` still count for a tap signalled recorded
     at `recorded_s` (the same monotonic clock)? `within_s` 0 turns verdicts off."""
     return within_s > 0 and 0 <= answered_s - recorded_s <= within_s
+
+
+# A reader's unreadable reads closer together than this are one burst, and a burst is
+# signalled once, at its start. A card held on the reader repeats its frame every few
+# hundred ms (RDM6300 datasheet), and a reader set to the wrong protocol or baud rate
+# sends garbage without end: either would otherwise beep three times a second for as
+# long as it lasts. A person who presents a bad card again after a second hears it again.
+UNREADABLE_QUIET_S = 1.0
+
+
+class Unreadables:
+    """Which unreadable reads are signalled: at most one per reader per burst.
+
+    `signal(reader, now_s)` for every unreadable read, on a monotonic clock: True when
+    the reader's previous unreadable read, signalled or not, is at least `quiet_s` ago.
+    So a reader's unreadable signals are at least `quiet_s` apart, and a stream of noise
+    is one signal until the line is quiet for `quiet_s`.
+    """
+
+    def __init__(self, quiet_s: float = UNREADABLE_QUIET_S) -> None:
+        self.quiet_s = quiet_s
+        self._last: dict[str, float] = {}
+
+    def signal(self, reader: str, now_s: float) -> bool:
+        last = self._last.get(reader)
+        self._last[reader] = now_s
+        return last is None or not 0 <= now_s - last < self.quiet_s

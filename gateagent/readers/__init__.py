@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from gateagent.config import Reader
-from gateagent.readers.base import EVDEV_MISSING, Source, Unusable
+from gateagent.readers.base import EVDEV_MISSING, Dropped, Source, Unusable
 from gateagent.readers.serial import SerialSource
 from gateagent.readers.stdin import StdinSource
 
 
-def source_for(reader: Reader) -> Source:
-    """The reader a `[[readers]]` table describes."""
+def source_for(reader: Reader, on_garbage: Dropped | None = None) -> Source:
+    """The reader a `[[readers]]` table describes; `on_garbage` hears the reads it drops."""
     if reader.kind == "stdin":
-        return StdinSource(reader.name)
+        return StdinSource(reader.name, on_garbage=on_garbage)
     # config.load() makes sure hid and serial readers have a path.
     assert reader.path is not None
     if reader.kind == "hid":
@@ -21,5 +21,7 @@ def source_for(reader: Reader) -> Source:
             from gateagent.readers.hid import HidSource  # noqa: PLC0415
         except ImportError:
             return Unusable(reader.name, EVDEV_MISSING)
-        return HidSource(reader.name, reader.path)
-    return SerialSource(reader.name, reader.path, reader.baudrate, reader.protocol)
+        return HidSource(reader.name, reader.path, on_garbage=on_garbage)
+    return SerialSource(
+        reader.name, reader.path, reader.baudrate, reader.protocol, on_garbage=on_garbage
+    )

@@ -3,6 +3,8 @@
 A reader blocks on its device in its own thread (pyserial, evdev and stdin all offer
 blocking reads with a timeout), so one reader's trouble never stalls another reader or
 the uploader. It hands each decoded card to `emit` and reports its health on change.
+A read it drops as garbage (a failed checksum, a partial read, noise) is logged and
+told to `on_garbage`, if it was given one (the daemon: "unreadable" at the gate).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 Emit = Callable[[str], None]
 Health = Callable[[bool, str | None], None]
+# A read dropped as garbage, with the reader's name.
+Dropped = Callable[[str, Garbage], None]
 
 
 class Source(Protocol):
@@ -32,23 +36,28 @@ class Source(Protocol):
         be opened, or None."""
 
 
-def hand_over(reader: str, items: Iterable[Frame | Garbage], emit: Emit) -> None:
-    """Decoded frames go to `emit`; garbage is logged and dropped, and never stops a
+def hand_over(
+    reader: str, items: Iterable[Frame | Garbage], emit: Emit, on_garbage: Dropped | None = None
+) -> None:
+    """Decoded frames go to `emit`; garbage is dropped (`drop`), and never stops a
     reader: noise on the line or a bad checksum is only that read's problem."""
     for item in items:
         if isinstance(item, Garbage):
-            warn_garbage(reader, item)
+            drop(reader, item, on_garbage)
         else:
             emit(item.raw)
 
 
-def warn_garbage(reader: str, garbage: Garbage) -> None:
+def drop(reader: str, garbage: Garbage, on_garbage: Dropped | None = None) -> None:
+    """Log a read dropped as garbage and tell `on_garbage` (which must not block)."""
     log.warning(
         "read dropped: garbage reader=%s reason=%s data=%r",
         reader,
         garbage.reason,
         garbage.data[:40],
     )
+    if on_garbage is not None:
+        on_garbage(reader, garbage)
 
 
 def start(source: Source, emit: Emit, health: Health, stop: threading.Event) -> threading.Thread:

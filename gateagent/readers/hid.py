@@ -24,14 +24,15 @@ from gateagent.core.frames import Garbage
 from gateagent.core.keys import KeyDecoder
 from gateagent.readers.base import (
     RECONNECT_S,
+    Dropped,
     Emit,
     Health,
     Lost,
     Unavailable,
     describe_open_error,
+    drop,
     keep_reading,
     probe,
-    warn_garbage,
 )
 
 __all__ = ["HidSource", "InputDevice"]
@@ -69,12 +70,14 @@ class HidSource:
         open_device: Callable[[str], InputDevice] = evdev.InputDevice,
         reconnect_s: float = RECONNECT_S,
         gap_s: float = 0.2,
+        on_garbage: Dropped | None = None,
     ) -> None:
         self.name = name
         self.path = path
         self._open_device = open_device
         self._reconnect_s = reconnect_s
         self._gap_s = gap_s
+        self._on_garbage = on_garbage
 
     def probe(self) -> str | None:
         return probe(self._connect, _close)
@@ -128,7 +131,7 @@ class HidSource:
             # little longer, one partial read: the card is simply presented again.
             dropped = decoder.expire(time.time())
             if dropped is not None:
-                warn_garbage(self.name, dropped)
+                drop(self.name, dropped, self._on_garbage)
 
     def _drain(self, device: InputDevice, decoder: KeyDecoder, emit: Emit) -> None:
         # One read returns at most 64 events (evdev's read buffer); a card typed by a
@@ -146,7 +149,7 @@ class HidSource:
                     continue
                 result = decoder.feed(event.code, event.value, event.timestamp())
                 if isinstance(result, Garbage):
-                    warn_garbage(self.name, result)
+                    drop(self.name, result, self._on_garbage)
                 elif result is not None:
                     emit(result.raw)
 

@@ -49,6 +49,7 @@ import serial
 from gateagent.core.frames import Frame, decoder_for, unframed_hint
 from gateagent.readers.base import (
     RECONNECT_S,
+    Dropped,
     Emit,
     Health,
     Lost,
@@ -102,6 +103,7 @@ class SerialSource:
         read_timeout_s: float = 1.0,
         open_port: Callable[[str, int, float], serial.Serial] = open_port,
         noise_warn_s: float = NOISE_WARN_S,
+        on_garbage: Dropped | None = None,
     ) -> None:
         self.name = name
         self.path = path
@@ -111,6 +113,7 @@ class SerialSource:
         self._read_timeout_s = read_timeout_s
         self._open_port = open_port
         self._noise_warn_s = noise_warn_s
+        self._on_garbage = on_garbage
         self._warned = False  # the wrong-protocol warning is given once per reader
         # Every chunk as it comes, before decoding (`gateagent listen` shows them).
         self.on_bytes: Callable[[bytes], None] | None = None
@@ -174,7 +177,7 @@ class SerialSource:
                 else:
                     unframed += chunk[: _SAMPLE - len(unframed)]
                     unframed_since = now if unframed_since is None else unframed_since
-                hand_over(self.name, items, emit)
+                hand_over(self.name, items, emit, self._on_garbage)
             else:
                 # Idle: does the configured path still lead to this port? A by-id link
                 # removed or moved to another tty means the reader we hold is not the

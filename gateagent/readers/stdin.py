@@ -6,13 +6,14 @@ import os
 import threading
 
 from gateagent.core.frames import LinesDecoder
-from gateagent.readers.base import Emit, Health, hand_over
+from gateagent.readers.base import Dropped, Emit, Health, hand_over
 
 
 class StdinSource:
-    def __init__(self, name: str, fd: int = 0) -> None:
+    def __init__(self, name: str, fd: int = 0, on_garbage: Dropped | None = None) -> None:
         self.name = name
         self._fd = fd
+        self._on_garbage = on_garbage
 
     def probe(self) -> str | None:
         return None  # standard input is always there
@@ -30,4 +31,4 @@ class StdinSource:
                 # Under systemd standard input is /dev/null: the end is no error.
                 health(False, "end of input")
                 return
-            hand_over(self.name, decoder.feed(chunk), emit)
+            hand_over(self.name, decoder.feed(chunk), emit, self._on_garbage)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +16,7 @@ from gateagent.core.feedback import (
     TEST_PATTERN,
     Light,
     Signal,
+    Unreadables,
     Verdicts,
     at,
     counts,
@@ -172,3 +175,37 @@ class VerdictsModel(RuleBasedStateMachine):
 
 
 TestVerdictsModel = VerdictsModel.TestCase
+
+
+# -- unreadable reads: one signal per burst -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("times", "signalled"),
+    [
+        ([0.0], [True]),
+        ([0.0, 1.0], [True, True]),  # a second apart: a bad card presented again
+        ([0.0, 0.3, 0.6, 0.9, 1.2], [True, False, False, False, False]),  # a held card
+        ([0.0, 0.5, 1.6], [True, False, True]),  # quiet for a second, then a new one
+        ([5.0, 4.0], [True, True]),  # a clock that went back is never a reason to mute
+    ],
+    ids=["first", "again-after-1s", "held-card", "after-quiet", "clock-back"],
+)
+def test_unreadables_signal_once_per_burst(times: list[float], signalled: list[bool]) -> None:
+    unreadables = Unreadables(1.0)
+    assert [unreadables.signal("desk", t) for t in times] == signalled
+
+
+def test_unreadables_are_counted_per_reader() -> None:
+    unreadables = Unreadables(1.0)
+    assert unreadables.signal("entrance", 0.0)
+    assert unreadables.signal("exit", 0.1)  # another reader, another person
+    assert not unreadables.signal("entrance", 0.2)
+
+
+@given(st.lists(st.floats(0, 100, allow_nan=False), max_size=60).map(sorted))
+def test_unreadable_signals_are_at_least_quiet_s_apart(times: list[float]) -> None:
+    unreadables = Unreadables(1.0)
+    signalled = [t for t in times if unreadables.signal("desk", t)]
+    assert all(b - a >= 1.0 for a, b in itertools.pairwise(signalled))
+    assert signalled[:1] == times[:1]  # the first unreadable read is always heard

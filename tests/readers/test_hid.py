@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from evdev import InputEvent, ecodes
 
-from gateagent.readers.base import start
+from gateagent.core.frames import Garbage
+from gateagent.readers.base import Dropped, start
 from gateagent.readers.hid import HidSource
 
 PATH = "/dev/input/by-id/usb-Sycreader_RFID_Technology_Co._Ltd_SYC_ID_IC_USB_Reader-event-kbd"
@@ -175,8 +176,12 @@ class Running:
 def run_source() -> Iterator[Callable[..., Running]]:
     running: list[Running] = []
 
-    def run(opener: Opener, reconnect_s: float = FAST_S) -> Running:
-        source = HidSource("exit", PATH, open_device=opener, reconnect_s=reconnect_s)
+    def run(
+        opener: Opener, reconnect_s: float = FAST_S, on_garbage: Dropped | None = None
+    ) -> Running:
+        source = HidSource(
+            "exit", PATH, open_device=opener, reconnect_s=reconnect_s, on_garbage=on_garbage
+        )
         running.append(Running(source))
         return running[-1]
 
@@ -267,6 +272,21 @@ def test_a_partial_read_left_alone_is_dropped_by_the_poll(
         assert warnings.empty()
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_dropped_partial_read_is_told_to_on_garbage(
+    run_source: Callable[..., Running],
+) -> None:
+    # The daemon passes on_garbage on to feedback: "unreadable" at the gate (issue 15).
+    garbage: queue.Queue[tuple[str, Garbage]] = queue.Queue()
+    device = FakeDevice()
+    running = run_source(Opener(device), on_garbage=lambda reader, g: garbage.put((reader, g)))
+    assert running.next_health() == (True, None)
+    device.push(typed("4711", enter=False))  # dropped by the poll, 200 ms on
+    assert garbage.get(timeout=WAIT_S) == ("exit", Garbage(b"4711", "timeout"))
+    device.push(typed("42"))
+    assert running.card() == "42"
+    assert garbage.empty()
 
 
 def test_missing_at_start_then_plugged_in(run_source: Callable[..., Running]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import tty
@@ -27,6 +28,7 @@ import pytest
 import serial
 
 from gateagent.core.debounce import Debouncer
+from gateagent.feedback import Feedback
 from gateagent.readers.base import start
 from gateagent.readers.serial import SerialSource, open_port
 from gateagent.simulator import Simulator
@@ -233,6 +235,91 @@ def test_wrong_checksum_is_dropped_with_a_warning(
     assert running.card() == "0A00C3A5F1"
     assert dropped(caplog) == [("entrance", "bad-checksum", bad)]
     assert running.emits.empty()
+
+
+# -- garbage at the gate: "unreadable" (issue 15) -----------------------------------------
+
+OUTCOME_WRITER = """
+import os, sys
+with open(sys.argv[1], "a") as out:
+    out.write(os.environ["FEEDBACK_OUTCOME"] + " " + os.environ["FEEDBACK_READER"] + "\\n")
+"""
+
+
+class VerdictClock:
+    """The feedback's monotonic clock, moved by the test (the pins and reads run on
+    real time): which garbage falls in one burst is decided by the test, not the machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def heard(tmp_path: Path) -> Iterator[tuple[Feedback, VerdictClock, Path]]:
+    """A Feedback whose `[feedback] command` appends each outcome it hears to a file."""
+    (tmp_path / "hook.py").write_text(OUTCOME_WRITER)
+    out = tmp_path / "heard.txt"
+    settings = make_settings(
+        tmp_path,
+        "http://127.0.0.1:9/",
+        feedback={"command": f"{sys.executable} {tmp_path / 'hook.py'} {out}"},
+    )
+    clock = VerdictClock()
+    feedback = Feedback(settings, monotonic=clock)
+    feedback.start()
+    yield feedback, clock, out
+    feedback.close()
+
+
+def outcomes(feedback: Feedback, out: Path) -> list[str]:
+    assert feedback.wait_idle(WAIT_S)
+    return out.read_text().splitlines() if out.exists() else []
+
+
+def test_a_bad_checksum_is_heard_as_unreadable_once(
+    new_pty: Callable[[], Pty],
+    link: Path,
+    run: Callable[..., Running],
+    heard: tuple[Feedback, VerdictClock, Path],
+) -> None:
+    feedback, _, out = heard
+    pty = new_pty()
+    point(link, pty.path)
+    running = run(link, on_garbage=lambda reader, garbage: feedback.unreadable(reader))
+    running.connected()
+    pty.write(rdm("0700673158", checksum=0x08) + rdm("0A00C3A5F1"))
+    # The good card after it is emitted once the bad frame was handed over.
+    assert running.card() == "0A00C3A5F1"
+    assert outcomes(feedback, out) == ["unreadable entrance"]
+
+
+def test_a_noisy_reader_is_one_unreadable_signal_per_burst(
+    new_pty: Callable[[], Pty],
+    link: Path,
+    run: Callable[..., Running],
+    heard: tuple[Feedback, VerdictClock, Path],
+) -> None:
+    feedback, clock, out = heard
+    pty = new_pty()
+    point(link, pty.path)
+    running = run(link, on_garbage=lambda reader, garbage: feedback.unreadable(reader))
+    running.connected()
+    # A card held on a reader that fails its checksum, with noise between the frames:
+    # 40 dropped reads within one burst.
+    pty.write((rdm("0700673158", checksum=0x08) + b"\xff\x00junk") * 20 + rdm("0A00C3A5F1"))
+    assert running.card() == "0A00C3A5F1"
+    assert outcomes(feedback, out) == ["unreadable entrance"]
+    clock.now += 0.5  # still the same burst: more garbage, no signal
+    pty.write(rdm("0700673158", checksum=0x08) + rdm("0A00C3A5F1"))
+    assert running.card() == "0A00C3A5F1"
+    assert outcomes(feedback, out) == ["unreadable entrance"]
+    clock.now += 1.0  # quiet for a second: the next bad read is heard again
+    pty.write(rdm("0700673158", checksum=0x08) + rdm("0A00C3A5F1"))
+    assert running.card() == "0A00C3A5F1"
+    assert outcomes(feedback, out) == ["unreadable entrance"] * 2
 
 
 def test_all_zero_id_is_not_a_card(
