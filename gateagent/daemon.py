@@ -566,8 +566,9 @@ class Daemon:
     def _alive(self) -> bool:
         """WATCHDOG=1 only while every component runs or is being restarted: the
         supervisor's tasks and threads (a component it cannot bring back within
-        DOWN_LIMIT_S counts as stuck), the uploader's loop and the recorder's writer
-        (not stuck in one commit). Otherwise systemd restarts us."""
+        DOWN_LIMIT_S counts as stuck), the uploader (no request far past its deadline, no
+        database call hung) and the recorder's writer (not stuck in one commit).
+        Otherwise systemd restarts us."""
         down = self._supervisor.down()
         stuck = sorted(name for name, seconds in down.items() if seconds > DOWN_LIMIT_S)
         if self._uploader is not None and not self._uploader.alive():
