@@ -421,6 +421,8 @@ class Feedback:
             for reader in settings.readers
             if reader.feedback_led != "none"
         ]
+        # The pins keep real time (a pattern's steps are waits); `monotonic` is the
+        # verdict window's clock, which tests step by hand.
         self._player = Player(outputs, time.monotonic) if outputs else None
         self._command = (
             Command(feedback.command, feedback.command_timeout) if feedback.command else None

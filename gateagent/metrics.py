@@ -261,8 +261,10 @@ class GateCollector(Collector):
         )
         for reader in readers:
             connected.add_metric([reader["name"]], float(reader["connected"]))
-            if reader["last_tap_at"]:
-                last_tap.add_metric([reader["name"]], parse_iso(reader["last_tap_at"]).timestamp())
+            # From the taps, as `status` reads it: the daemon no longer writes the
+            # readers table's column.
+            if at := store.last_tap_at(reader["name"]):
+                last_tap.add_metric([reader["name"]], parse_iso(at).timestamp())
         found += [connected, last_tap]
         return found
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,6 +14,7 @@ from gateagent.metrics import Exporter
 from gateagent.store import Store
 from tests import debian
 from tests.settings import make_settings
+from tests.uplink.uploading import record
 
 CONTRIB = Path(__file__).parents[1] / "contrib" / "prometheus"
 RULES = CONTRIB / "gateagent.rules.yml"
@@ -43,7 +43,8 @@ def exported(tmp_path: Path) -> set[str]:
     store = Store.open(settings.storage.path)
     try:
         store.set_meta("clock_synchronized", "1")
-        store.set_reader("desk", True, datetime.now(UTC), None)
+        store.set_reader("desk", True, None, None)
+        record(store, settings, "0012822001")  # the reader's last tap
         text = Exporter(settings, unsaved=lambda: 0).text().decode()
     finally:
         store.close()
