@@ -150,7 +150,7 @@ def _absensi(status: int, document: Any, message: str) -> Outcome:
         payload = document.get("payload")
         if not isinstance(payload, dict):
             return not_the_api(status, message)
-        user = payload.get("user") if isinstance(payload, dict) else None
+        user = payload.get("user")
         record = payload.get("data") or payload.get("absensi")
         name = _text(user.get("name")) if isinstance(user, dict) else None
         kept = _text(record.get("keterangan")) if isinstance(record, dict) else None

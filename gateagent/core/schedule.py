@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
 from gateagent.core.answers import Outcome, Paused, Retry
@@ -52,6 +52,9 @@ FINISH_S = 5.0
 SWEEP_S = 60.0
 # A request still running this long after its total deadline is stuck (the watchdog).
 OVERDUE_S = 5.0
+# "try again slowly" (SPEC) while the server refuses our token or gate: a probe within a
+# minute, so a fix on the server shows at the gate soon after.
+PAUSE_BACKOFF = Backoff(base_s=15.0, cap_s=60.0)
 
 
 class Pending(Protocol):
@@ -76,10 +79,8 @@ class Rules:
     flush_interval_s: float  # 0: each tap is sent as soon as it is recorded
     timeout_s: float  # one request's total deadline
     ambiguous_wait_s: float  # no retry of an ambiguous failure before this has passed
-    backoff: Backoff = field(default_factory=Backoff)
-    # "try again slowly" (SPEC) while the server refuses our token or gate: a probe
-    # within a minute, so a fix on the server shows at the gate soon after.
-    pause_backoff: Backoff = field(default_factory=lambda: Backoff(base_s=15.0, cap_s=60.0))
+    backoff: Backoff
+    pause_backoff: Backoff
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class _Sweep(Generic[T]):
 class _Flight:
     card_no: str
     started_at: float
+    attempts: int  # the tap's attempts before this one, as fetched
 
 
 class Scheduler(Generic[T]):
@@ -146,7 +148,6 @@ class Scheduler(Generic[T]):
         self._retry_at: dict[int, float] = {}  # backoff: ends with the uplink's recovery
         self._guard_until: dict[int, float] = {}  # ambiguous attempts: ends only with time
         self._in_flight: dict[int, _Flight] = {}
-        self._attempts: dict[int, int] = {}  # of the taps in flight, as fetched
         self._unwritten: dict[int, str] = {}
         # Taps with a seq above the horizon wait for the next flush; start is a flush.
         self._latest = latest_seq
@@ -189,7 +190,7 @@ class Scheduler(Generic[T]):
         self._unwritten[seq] = flight.card_no
         rules = self.rules
         if isinstance(outcome, Retry):
-            attempt = self._attempts.pop(seq, 0) + 1
+            attempt = flight.attempts + 1
             self._retry_at[seq] = now + rules.backoff.delay(attempt, retry_after_s, self._rng)
             if outcome.ambiguous:
                 self._guard_until[seq] = now + rules.ambiguous_wait_s
@@ -197,7 +198,6 @@ class Scheduler(Generic[T]):
             self._hold_until = now + rules.backoff.delay(self._failures, retry_after_s, self._rng)
             self._timer_at = min(self._timer_at, self._retry_at[seq], self._hold_until)
             return self._set_state("retrying", f"{outcome.reason} {outcome.message}".strip())
-        self._attempts.pop(seq, None)
         if isinstance(outcome, Paused):
             self._failures += 1
             self._hold_until = now + rules.pause_backoff.delay(
@@ -290,8 +290,7 @@ class Scheduler(Generic[T]):
             if tap.card_no not in sweep.seen and self._due(tap.seq, now):
                 if len(self._in_flight) >= self.capacity(now):
                     return Wait(self._wake_at())  # the sweep goes on when a slot frees
-                self._in_flight[tap.seq] = _Flight(tap.card_no, now)
-                self._attempts[tap.seq] = tap.attempts
+                self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts)
                 sweep.seen.add(tap.card_no)
                 self._step(sweep, tap)
                 return Send(tap)

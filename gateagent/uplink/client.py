@@ -36,6 +36,7 @@ from gateagent.config import Config
 from gateagent.core.answers import Delivered, Outcome, Rejected, Retry
 from gateagent.core.backoff import Backoff
 from gateagent.core.schedule import (
+    PAUSE_BACKOFF,
     Cancel,
     Fetch,
     Finished,
@@ -61,7 +62,6 @@ ANSWER_BATCH_S = 0.02
 DB_RETRY_S = 1.0
 # A database call this long unanswered is stuck (a hung disk): systemd's watchdog.
 DB_STUCK_S = 30.0
-PAUSE_BACKOFF = Backoff(base_s=15.0, cap_s=60.0)
 # absensi timestamps a tap on receipt: a late delivery is a wrong attendance time.
 ABSENSI_LATE_S = 60.0
 # The keys that only say how to send, not where: a change of any other [uplink] key is a
@@ -180,7 +180,8 @@ class Uploader:
         """Send until `stopping` is set, then finish (or abandon) the requests in flight.
 
         Runs again after an error (the supervisor restarts it): each run has its own
-        database thread, scheduler and client; answers not yet written carry over."""
+        database thread, scheduler and client; answers not written by the end of a run are
+        dropped (logged), and their taps sent again."""
         self._db = DbThread(self._path, "uplink-db")
         self._closing = False
         try:

@@ -456,7 +456,7 @@ def test_a_stop_does_not_wait_for_a_request_that_hangs(tmp_path: Path, sim: Simu
 
     async def stop_while_it_hangs() -> float:
         store = Store.open(settings.storage.path)
-        tap = record(store, settings, "0000000001")
+        record(store, settings, "0000000001")
         record(store, settings, "0000000002")
         store.close()
         uploader = Uploader(settings.storage.path, settings, rng=random.Random(1))
@@ -467,7 +467,6 @@ def test_a_stop_does_not_wait_for_a_request_that_hangs(tmp_path: Path, sim: Simu
         stopped_at = loop.time()
         stopping.set()
         await asyncio.wait_for(task, timeout=FINISH_S + 5.0)
-        assert tap.seq == 1
         return loop.time() - stopped_at
 
     assert asyncio.run(stop_while_it_hangs()) <= FINISH_S + 1.0
