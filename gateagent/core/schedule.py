@@ -24,25 +24,32 @@ The rules (README "Delivery"):
   one probe at a time, after the uplink's hold (backoff with full jitter, honouring
   `Retry-After`; slower for pauses). The first answer that is the API's own ends it, and
   with it every tap's backoff: what failed in an outage goes at once.
-- Ambiguous failures (timeout after sending, 502/504, connection lost after sending) may
-  still be running on the server, and the seed-000 server makes two check-ins of two
-  overlapping requests for one student. Such a tap is not sent again before
-  `ambiguous_wait_s` (the request timeout plus a margin) has passed, whatever else
-  happens: a success of another tap, a reload.
+- Failures during one outage are one failure: the requests in flight when the first of
+  them failed count no more (only a request sent after that failure, the probe, does), so
+  four requests failing together do not back off like four outages in a row; and a later
+  answer never moves the hold's end earlier (a `Retry-After` stays honoured).
+- Ambiguous failures (timeout after sending, 502/504, connection lost after sending, a
+  request cancelled at stop or abandoned) may still be running on the server, and the
+  seed-000 server makes two check-ins of two overlapping requests for one student. Such a
+  tap is not sent again before `ambiguous_wait_s` (the request timeout plus a margin) has
+  passed, whatever else happens: a success of another tap, a reload, a new scheduler
+  started with the old one's `guards()`.
 - Never give up: no tap is dropped for its age or its failures.
 - Stop: nothing new is sent; the requests in flight get until `FINISH_S`, then are
-  cancelled (their taps stay pending and go again next time: at least once).
+  cancelled (their taps stay pending and go again next time, after their guard: at least
+  once).
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
 from gateagent.core.answers import Outcome, Paused, Retry
-from gateagent.core.backoff import Backoff
+from gateagent.core.backoff import RETRY_AFTER_MAX_S, Backoff
 
 UplinkState = Literal["ok", "retrying", "paused-auth", "paused-config"]
 
@@ -132,21 +139,35 @@ class _Flight:
     card_no: str
     started_at: float
     attempts: int  # the tap's attempts before this one, as fetched
+    round: int  # the uplink's failures counted when it was sent
 
 
 class Scheduler(Generic[T]):
     def __init__(
-        self, rules: Rules, now: float, latest_seq: int, rng: random.Random, page_size: int
+        self,
+        rules: Rules,
+        now: float,
+        latest_seq: int,
+        rng: random.Random,
+        page_size: int,
+        *,
+        guards: Mapping[int, float] | None = None,
     ) -> None:
+        """`guards`: an earlier scheduler's `guards()` (the uploader's run restarted):
+        those requests may still be running on the server."""
         self.rules = rules
         self.state: UplinkState = "ok"
         self.message = ""
         self._rng = rng
         self._page_size = page_size
         self._failures = 0
+        # Failures counted so far, never reset: a request failing in the round it was
+        # sent in counts, those of an earlier round (in flight when it failed) do not.
+        self._round = 0
         self._hold_until = 0.0
         self._retry_at: dict[int, float] = {}  # backoff: ends with the uplink's recovery
-        self._guard_until: dict[int, float] = {}  # ambiguous attempts: ends only with time
+        # Ambiguous attempts: ends only with time.
+        self._guard_until = {seq: at for seq, at in (guards or {}).items() if at > now}
         self._in_flight: dict[int, _Flight] = {}
         self._unwritten: dict[int, str] = {}
         # Taps with a seq above the horizon wait for the next flush; start is a flush.
@@ -155,7 +176,8 @@ class Scheduler(Generic[T]):
         self._flush_origin = now
         self._flushes = 1
         self._next_rescan = now + SWEEP_S
-        self._timer_at = float("inf")  # a retry, guard or hold ends: a sweep is due
+        # A retry, guard or hold ends: a sweep is due.
+        self._timer_at = min(self._guard_until.values(), default=float("inf"))
         self._sweep: _Sweep[T] | None = None
         self._want_sweep = True
         self._restart = False
@@ -189,21 +211,29 @@ class Scheduler(Generic[T]):
             return False  # cancelled at stop; its answer is not taken
         self._unwritten[seq] = flight.card_no
         rules = self.rules
+        if isinstance(outcome, Retry | Paused):
+            hold = 0.0
+            if flight.round == self._round:
+                # The first failure since this request was sent: a hold of its own.
+                self._failures += 1
+                self._round += 1
+                backoff = rules.backoff if isinstance(outcome, Retry) else rules.pause_backoff
+                hold = now + backoff.delay(self._failures, retry_after_s, self._rng)
+            elif retry_after_s is not None:
+                # In flight when the outage was counted: only the server's own wish
+                # lengthens the hold.
+                hold = now + min(retry_after_s, RETRY_AFTER_MAX_S)
+            if hold > self._hold_until:
+                self._hold_until = hold
+                self._timer_at = min(self._timer_at, hold)
         if isinstance(outcome, Retry):
             attempt = flight.attempts + 1
             self._retry_at[seq] = now + rules.backoff.delay(attempt, retry_after_s, self._rng)
             if outcome.ambiguous:
                 self._guard_until[seq] = now + rules.ambiguous_wait_s
-            self._failures += 1
-            self._hold_until = now + rules.backoff.delay(self._failures, retry_after_s, self._rng)
-            self._timer_at = min(self._timer_at, self._retry_at[seq], self._hold_until)
+            self._timer_at = min(self._timer_at, self._retry_at[seq])
             return self._set_state("retrying", f"{outcome.reason} {outcome.message}".strip())
         if isinstance(outcome, Paused):
-            self._failures += 1
-            self._hold_until = now + rules.pause_backoff.delay(
-                self._failures, retry_after_s, self._rng
-            )
-            self._timer_at = min(self._timer_at, self._hold_until)
             return self._set_state(outcome.state, outcome.message)
         # The API answered about this tap: the server is back. Taps that failed in the
         # outage go at once (their backoff was about the server, not about them).
@@ -238,6 +268,15 @@ class Scheduler(Generic[T]):
         if self._stop_at is None:
             self._stop_at = now + FINISH_S
 
+    def abandon(self, now: float) -> tuple[int, ...]:
+        """The requests in flight are given up (the uploader's run ended by an error):
+        their taps stay pending, guarded like an ambiguous failure."""
+        seqs = tuple(self._in_flight)
+        self._in_flight.clear()
+        for seq in seqs:
+            self._guard_until[seq] = now + self.rules.ambiguous_wait_s
+        return seqs
+
     # -- queries -------------------------------------------------------------------
 
     def capacity(self, now: float) -> int:
@@ -248,6 +287,11 @@ class Scheduler(Generic[T]):
 
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    def guards(self, now: float) -> dict[int, float]:
+        """The taps not to be sent before a time (ambiguous attempts), for a scheduler
+        that takes over from this one."""
+        return {seq: at for seq, at in self._guard_until.items() if at > now}
 
     def overdue(self, now: float) -> list[int]:
         """Requests running well past their total deadline: something is stuck."""
@@ -261,9 +305,8 @@ class Scheduler(Generic[T]):
             if not self._in_flight:
                 return Finished()
             if now >= self._stop_at:
-                seqs = tuple(self._in_flight)
-                self._in_flight.clear()
-                return Cancel(seqs)
+                # A cancelled request may still be running on the server.
+                return Cancel(self.abandon(now))
             return Wait(self._stop_at)
         self._timers(now)
         while True:
@@ -290,7 +333,7 @@ class Scheduler(Generic[T]):
             if tap.card_no not in sweep.seen and self._due(tap.seq, now):
                 if len(self._in_flight) >= self.capacity(now):
                     return Wait(self._wake_at())  # the sweep goes on when a slot frees
-                self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts)
+                self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts, self._round)
                 sweep.seen.add(tap.card_no)
                 self._step(sweep, tap)
                 return Send(tap)
