@@ -38,7 +38,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
-import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from gateagent import config, metrics
@@ -117,7 +116,6 @@ class Daemon:
         *,
         notifier: Notifier | None = None,
         sources: Callable[[Reader], Source] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._path = config_path
         self.settings = settings
@@ -125,7 +123,6 @@ class Daemon:
         self._notifier = notifier or Notifier(None)
         # A read a reader drops as garbage is "unreadable" at the gate too (issue 15).
         self._sources = sources or partial(source_for, on_garbage=self._garbage)
-        self._transport = transport
         self._readers: dict[str, _Running] = {}
         self._repeats = Repeats(log)
         self._supervisor = Supervisor()
@@ -297,7 +294,6 @@ class Daemon:
         self._uploader = Uploader(
             settings.storage.path,
             self.settings,
-            transport=self._transport,
             on_state=self._state,
             on_answer=self._answered,
         )

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -545,3 +548,88 @@ def test_a_reload_gives_new_requests_a_new_client(tmp_path: Path, sim: Simulator
         await asyncio.to_thread(sim.wait_for_arrived, 4, 4.5)
 
     asyncio.run(uploading(settings, settled(settings, 4), during=three_at_once))
+
+
+def test_a_restarted_run_does_not_resend_a_request_the_server_may_still_run(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 14 item 1: the supervisor's new run sent a request abandoned by the failed
+    # run again at once, while the server might still be running it (two check-ins).
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "2s", "ambiguous_margin": "1s"}
+    )
+    sim.stall_next(1, 10.0)
+    real_page = client_module._page
+    broken = [False]
+
+    def page(after_seq: int) -> Any:
+        if broken[0]:
+            broken[0] = False
+            raise RuntimeError("a bug in reading a page")
+        return real_page(after_seq)
+
+    monkeypatch.setattr(client_module, "_page", page)
+
+    async def fail_then_restart() -> float:
+        store = Store.open(settings.storage.path)
+        record(store, settings, "0000000001")
+        uploader = Uploader(settings.storage.path, settings, rng=random.Random(1))
+        stopping = asyncio.Event()
+        first = asyncio.ensure_future(uploader.run(stopping))
+        await asyncio.to_thread(sim.wait_for_arrived, 1)
+        broken[0] = True
+        uploader.wake(record(store, settings, "0000000002").seq)  # a sweep: the bug
+        with pytest.raises(RuntimeError):
+            await first
+        failed_at = time.monotonic()
+        second = asyncio.ensure_future(uploader.run(stopping))  # the supervisor's restart
+        try:
+            await asyncio.to_thread(sim.wait_for_accepted, 2, 15.0)
+        finally:
+            stopping.set()
+            await second
+            store.close()
+        return failed_at
+
+    failed_at = asyncio.run(fail_then_restart())
+    again = [r for r in sim.received if r.body["card_no"] == "0000000001" and r.status == 200]
+    # Not before the abandoned attempt's guard: timeout + ambiguous_margin.
+    assert again[0].at_mono - failed_at >= 3.0 - 0.1
+    assert [row[2] for row in states(settings)] == ["delivered", "delivered"]
+
+
+def test_a_request_stuck_in_a_name_lookup_is_given_up_at_its_deadline(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No socket wait bounds a hung resolver: the loop gives the request up itself, so
+    # the watchdog never sees it stuck, and the thread never sends it afterwards.
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "1s", "ambiguous_margin": "0s"}
+    )
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+    hung = [True]
+
+    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        if hung[0]:
+            hung[0] = False
+            release.wait(30)
+        return real_getaddrinfo(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    seen: dict[str, object] = {}
+
+    async def lookup_hangs(store: Store, uploader: Uploader) -> None:
+        uploader.wake(record(store, settings, "0000000001").seq)
+        await asyncio.to_thread(sim.wait_for_accepted, 1, 10.0)  # the retry, once given up
+        seen["alive"] = uploader.alive()
+        release.set()
+
+    asyncio.run(uploading(settings, settled(settings, 1), during=lookup_hangs))
+    assert seen["alive"] is True
+    conn = sqlite3.connect(settings.storage.path)
+    try:
+        assert conn.execute("SELECT state, attempts FROM taps").fetchall() == [("delivered", 2)]
+    finally:
+        conn.close()
+    assert len(sim.received) == 1  # the hung attempt never reached the server
