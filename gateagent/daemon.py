@@ -418,7 +418,7 @@ class Daemon:
         self._counts_stale = True
         self._feedback.recorded(tap)
         if self._uploader is not None:
-            self._uploader.wake(tap.seq)
+            self._uploader.wake(tap)
 
     def _answered(self, tap: Tap, outcome: Outcome) -> None:
         self._counts_stale = True

@@ -4,12 +4,12 @@ Rule 1 (as in h11's `_state.py`): every decision about which tap to send, when, 
 at once, and what an answer means for the uplink lives here; `uplink/client.py` only
 carries out the actions. Time is an argument, randomness the `Random` the caller passes.
 
-Events in: `recorded(seq)` (a tap was committed), `rescan()` (older taps became pending:
-held taps released, a requeue), `fetched(taps)` (a page of pending taps the shell read),
-`finished(seq, outcome)` (a request ended), `written(seqs)` (its answer is in the
-database), `reconfigure(rules)`, `stop()`. Actions out, one at a time from
-`next_action(now)`: `Fetch(after_seq)`, `Send(tap)`, `Wait(until)`, `Cancel(seqs)`,
-`Finished()`.
+Events in: `recorded(seq, tap)` (a tap was committed), `rescan()` (older taps became
+pending: held taps released, a requeue), `fetched(taps)` (a page of pending taps the shell
+read), `counted(cards)` (the cards with a pending tap), `finished(seq, outcome)` (a request
+ended), `written(seqs)` (its answer is in the database), `reconfigure(rules)`, `stop()`.
+Actions out, one at a time from `next_action(now)`: `Fetch(after_seq)`, `Count()`,
+`Send(tap)`, `Wait(until)`, `Cancel(seqs)`, `Finished()`.
 
 The rules (README "Delivery"):
 - Per-card order. A sweep walks the pending taps in the order they were recorded; a card
@@ -20,6 +20,11 @@ The rules (README "Delivery"):
   on a fixed grid (start, start + interval, ...), and a tap recorded after the latest
   flush waits for the next one (the horizon). With `0s` (and absensi) every tap is a
   flush of its own. Retries and a card's next taps go as soon as they may.
+- Fresh taps first. With `0s`, a tap recorded now whose card has no other pending tap
+  goes with the next free slot, before the rest of a sweep: a backlog (after an outage)
+  does not hold up the person tapping now, and no card's order changes. The cards with a
+  pending tap are known from the database (`Count`, at start and after a rescan) and
+  from each sweep that walked the whole backlog, plus every card recorded since.
 - Concurrency. `ok`: up to `concurrency` requests in flight. `retrying` / `paused-*`:
   one probe at a time, after the uplink's hold (backoff with full jitter, honouring
   `Retry-After`; slower for pauses). The first answer that is the API's own ends it, and
@@ -45,7 +50,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
 
 from gateagent.core.answers import Outcome, Paused, Retry
@@ -98,6 +103,11 @@ class Fetch:
 
 
 @dataclass(frozen=True)
+class Count:
+    """Read the cards that have a pending tap and give them to `counted()`."""
+
+
+@dataclass(frozen=True)
 class Send(Generic[T]):
     """Start the request of this tap; report its end with `finished()`."""
 
@@ -123,7 +133,7 @@ class Finished:
     """Stopped: write the answers still unwritten and close."""
 
 
-Action = Fetch | Send[T] | Wait | Cancel | Finished
+Action = Fetch | Count | Send[T] | Wait | Cancel | Finished
 
 
 @dataclass
@@ -132,6 +142,9 @@ class _Sweep(Generic[T]):
     cursor: int = 0
     page: deque[T] | None = None  # None: the next page is still to be read
     last_page: bool = False
+    # The cards recorded since it began: with `seen` at its end, every card with a
+    # pending tap.
+    recorded: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -182,20 +195,46 @@ class Scheduler(Generic[T]):
         self._want_sweep = True
         self._restart = False
         self._stop_at: float | None = None
+        # Cards that may have a pending tap (None: not known); fresh taps of the others
+        # go first, from `_fresh`. `_counting`: the cards recorded while a Count is read
+        # (None: none is), `_count_stale`: taps became pending since it was asked for.
+        self._busy: set[str] | None = None
+        self._counting: set[str] | None = None
+        self._count_stale = False
+        self._count_wanted = rules.flush_interval_s == 0
+        self._fresh: deque[T] = deque()
 
     # -- events --------------------------------------------------------------------
 
-    def recorded(self, seq: int) -> None:
+    def recorded(self, seq: int, tap: T | None = None) -> None:
+        """Tap `seq` was committed; `tap` is it when it is pending (not held or ignored)."""
         self._latest = max(self._latest, seq)
         if self.rules.flush_interval_s == 0:
             self._horizon = self._latest
             self._want_sweep = True
+        if tap is None:
+            return
+        card = tap.card_no
+        if self.rules.flush_interval_s == 0 and self._busy is not None and card not in self._busy:
+            self._fresh.append(tap)
+        sweep_recorded = self._sweep.recorded if self._sweep is not None else None
+        for cards in (self._busy, self._counting, sweep_recorded):
+            if cards is not None:
+                cards.add(card)
+
+    def counted(self, cards: set[str] | None) -> None:
+        """The cards with a pending tap, as the database has them (None: not read)."""
+        if self._counting is not None and cards is not None and not self._count_stale:
+            self._busy = cards | self._counting
+        self._counting = None
 
     def rescan(self) -> None:
         """Taps older than the sweep's position became pending: sweep again from the
         oldest, so they keep their place in card order."""
         self._want_sweep = True
         self._restart = True
+        # Their cards are not known: no fresh tap may overtake them.
+        self._forget_busy()
 
     def fetched(self, taps: list[T]) -> None:
         sweep = self._sweep
@@ -258,6 +297,7 @@ class Scheduler(Generic[T]):
             self._flush_origin, self._flushes = now, 0
             self._horizon = self._latest
             self._want_sweep = True
+            self._forget_busy()
         if new_endpoint:
             self._retry_at.clear()
             self._failures = 0
@@ -267,6 +307,7 @@ class Scheduler(Generic[T]):
     def stop(self, now: float) -> None:
         if self._stop_at is None:
             self._stop_at = now + FINISH_S
+        self._fresh.clear()
 
     def abandon(self, now: float) -> tuple[int, ...]:
         """The requests in flight are given up (the uploader's run ended by an error):
@@ -309,6 +350,22 @@ class Scheduler(Generic[T]):
                 return Cancel(self.abandon(now))
             return Wait(self._stop_at)
         self._timers(now)
+        return self._before_sweep(now) or self._sweep_on(now)
+
+    def _before_sweep(self, now: float) -> Count | Send[T] | None:
+        if self._count_wanted and self._counting is None:
+            self._count_wanted = self._count_stale = False
+            self._counting = set()
+            return Count()
+        if self._fresh and len(self._in_flight) < self.capacity(now):
+            tap = self._fresh.popleft()
+            self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts, self._round)
+            if self._sweep is not None:
+                self._sweep.seen.add(tap.card_no)  # the sweep meets it later: skipped
+            return Send(tap)
+        return None
+
+    def _sweep_on(self, now: float) -> Action[T]:
         while True:
             sweep = self._sweep
             if sweep is None or self._restart:
@@ -320,6 +377,9 @@ class Scheduler(Generic[T]):
                 return Fetch(sweep.cursor)
             if not sweep.page:
                 if sweep.last_page:
+                    if self._counting is None and self.rules.flush_interval_s == 0:
+                        # It met every pending tap's card (or holds it since it began).
+                        self._busy = sweep.seen | sweep.recorded
                     self._end_sweep(now)
                     continue
                 sweep.page = None
@@ -347,6 +407,12 @@ class Scheduler(Generic[T]):
         assert sweep.page is not None
         sweep.page.popleft()
         sweep.cursor = tap.seq
+
+    def _forget_busy(self) -> None:
+        self._fresh.clear()
+        self._busy = None
+        self._count_stale = self._counting is not None
+        self._count_wanted = self.rules.flush_interval_s == 0
 
     def _due(self, seq: int, now: float) -> bool:
         return self._retry_at.get(seq, 0.0) <= now and self._guard_until.get(seq, 0.0) <= now

@@ -48,6 +48,7 @@ from gateagent.core.backoff import Backoff
 from gateagent.core.schedule import (
     PAUSE_BACKOFF,
     Cancel,
+    Count,
     Fetch,
     Finished,
     Rules,
@@ -205,12 +206,12 @@ class Uploader:
         """What the server (or the network) last said of a failure; "" when ok."""
         return self._scheduler.message if self._scheduler is not None else ""
 
-    def wake(self, seq: int) -> None:
-        """Tap `seq` was recorded."""
+    def wake(self, tap: Tap) -> None:
+        """`tap` was recorded."""
         if self._scheduler is None:
-            self._latest = max(self._latest, seq)
+            self._latest = max(self._latest, tap.seq)
         else:
-            self._scheduler.recorded(seq)
+            self._scheduler.recorded(tap.seq, tap if tap.state == "pending" else None)
         self._event.set()
 
     def rescan(self) -> None:
@@ -297,6 +298,10 @@ class Uploader:
                     await self._wait(stopping, now + DB_RETRY_S)
                 else:
                     scheduler.fetched(page)
+            elif isinstance(action, Count):
+                cards = await self._call(lambda store: store.pending_cards())
+                # Not read: the next sweep that walks the whole backlog counts them.
+                scheduler.counted(None if isinstance(cards, _Failed) else cards)
             elif isinstance(action, Send):
                 self._start(action.tap)
             elif isinstance(action, Wait):

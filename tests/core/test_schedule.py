@@ -23,6 +23,7 @@ from gateagent.core.backoff import Backoff
 from gateagent.core.schedule import (
     FINISH_S,
     Cancel,
+    Count,
     Fetch,
     Finished,
     Rules,
@@ -85,6 +86,7 @@ class Delivery(RuleBasedStateMachine):
         self.concurrency = 1
         self.state = "ok"
         self.stop_at: float | None = None
+        self.counting = False  # a Count is being read
         self.done = False
         self.scheduler: Scheduler[ModelTap] | None = None
 
@@ -113,7 +115,19 @@ class Delivery(RuleBasedStateMachine):
     @rule(card_no=st.sampled_from(CARDS))
     def record(self, card_no: str) -> None:
         assert self.scheduler is not None
-        self.scheduler.recorded(self._new_tap(card_no).seq)
+        tap = self._new_tap(card_no)
+        self.scheduler.recorded(tap.seq, tap)
+        self._act()
+
+    @precondition(lambda self: self.counting)
+    @rule(read=st.booleans())
+    def count(self, read: bool) -> None:
+        """The database answers a Count: the cards of the taps not settled yet (or the
+        read failed)."""
+        assert self.scheduler is not None
+        self.counting = False
+        cards = {tap.card_no for tap in self.taps.values() if not tap.settled}
+        self.scheduler.counted(cards if read else None)
         self._act()
 
     @precondition(lambda self: self.scheduler is not None)
@@ -191,6 +205,7 @@ class Delivery(RuleBasedStateMachine):
             del self.server[seq]
             self.guard[seq] = self.now + AMBIGUOUS_WAIT_S
         self.unwritten.clear()
+        self.counting = False
         interval = self.eras[-1][1]
         self.eras.append((self.now, interval))  # a new scheduler's start is a flush
         self.state = "ok"
@@ -240,6 +255,8 @@ class Delivery(RuleBasedStateMachine):
                 self.state = "ok"
             if self.unwritten:
                 self.write()
+            if self.counting:
+                self.count(read=True)
             if all(tap.settled for tap in self.taps.values()):
                 return
             wait = self._act()
@@ -282,6 +299,9 @@ class Delivery(RuleBasedStateMachine):
                     if seq > action.after_seq and not tap.settled
                 ]
                 self.scheduler.fetched(pending[:PAGE])
+            elif isinstance(action, Count):
+                assert not self.counting, "a second Count while one is read"
+                self.counting = True
             elif isinstance(action, Send):
                 self._check_send(action.tap)
                 self.server[action.tap.seq] = self.now
@@ -355,6 +375,8 @@ def run_until_wait(
         action = sched.next_action(now)
         if isinstance(action, Fetch):
             sched.fetched([tap for tap in pending if tap.seq > action.after_seq][:PAGE])
+        elif isinstance(action, Count):
+            sched.counted({tap.card_no for tap in pending})
         elif isinstance(action, Send):
             sent.append(action.tap)
         else:
@@ -503,3 +525,55 @@ def test_an_abandoned_request_is_guarded() -> None:
     assert old.abandon(2.0) == (1,)
     assert old.in_flight() == 0
     assert old.guards(2.0) == {1: 2.0 + AMBIGUOUS_WAIT_S}
+
+
+def test_a_fresh_tap_goes_before_the_backlog() -> None:
+    # Issue 14: with a backlog draining (after an outage), a tap recorded now waited for
+    # the sweep to reach the end of the backlog: seconds, not milliseconds.
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 11)]
+    sched = scheduler(*backlog, concurrency=1)
+    assert run_until_wait(sched, 0.0, backlog)[0] == backlog[:1]
+    fresh = ModelTap(11, "F", 0, 0.5)
+    sched.recorded(11, fresh)
+    assert run_until_wait(sched, 0.5, [*backlog, fresh])[0] == []  # the one slot is taken
+    sched.finished(1, Delivered(), None, 1.0)
+    sched.written([1])
+    backlog[0].settled = True
+    sent, _ = run_until_wait(sched, 1.0, [*backlog[1:], fresh])
+    assert sent == [fresh]
+    sched.finished(11, Delivered(), None, 1.5)
+    sched.written([11])
+    # The sweep goes on where it was, and does not send the fresh tap again.
+    assert run_until_wait(sched, 1.5, backlog[1:])[0] == backlog[1:2]
+
+
+def test_a_fresh_tap_of_a_card_with_a_pending_tap_keeps_its_place() -> None:
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 11)]
+    sched = scheduler(*backlog, concurrency=1)
+    run_until_wait(sched, 0.0, backlog)
+    later = ModelTap(11, "C5", 0, 0.5)  # C5 still has its tap 5 pending
+    sched.recorded(11, later)
+    sched.finished(1, Delivered(), None, 1.0)
+    sched.written([1])
+    assert run_until_wait(sched, 1.0, [*backlog[1:], later])[0] == backlog[1:2]
+
+
+def test_no_fresh_tap_goes_first_while_the_pending_cards_are_not_known() -> None:
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 11)]
+    sched = scheduler(*backlog, concurrency=1)
+    assert sched.next_action(0.0) == Count()
+    sched.counted(None)  # the database could not be read
+    run_until_wait(sched, 0.0, backlog)
+    fresh = ModelTap(11, "F", 0, 0.5)
+    sched.recorded(11, fresh)
+    sched.finished(1, Delivered(), None, 1.0)
+    sched.written([1])
+    assert run_until_wait(sched, 1.0, [*backlog[1:], fresh])[0] == backlog[1:2]
+    # A rescan (held taps released: their cards are not known) stops them going first.
+    sched = scheduler(*backlog, concurrency=1)
+    run_until_wait(sched, 0.0, backlog)
+    sched.rescan()
+    sched.recorded(11, fresh)
+    sched.finished(1, Delivered(), None, 1.0)
+    sched.written([1])
+    assert sched.next_action(1.0) == Count()

@@ -204,7 +204,7 @@ def test_server_down_then_up_delivers_everything(tmp_path: Path, sim: Simulator)
 
     async def outage(store: Store, uploader: Uploader) -> None:
         for n in range(1, 11):
-            uploader.wake(record(store, settings, f"{n:010d}").seq)
+            uploader.wake(record(store, settings, f"{n:010d}"))
         await asyncio.sleep(0.3)
         assert uploader.state == "retrying"
         sim.up()
@@ -253,7 +253,7 @@ def test_flush_interval_zero_is_woken_by_recording(tmp_path: Path, sim: Simulato
 
     async def tap_later(store: Store, uploader: Uploader) -> None:
         await asyncio.sleep(0.05)
-        uploader.wake(record(store, settings, "0000000001").seq)
+        uploader.wake(record(store, settings, "0000000001"))
         await asyncio.to_thread(sim.wait_for_accepted, 1, 5.0)
 
     asyncio.run(uploading(settings, settled(settings, 1), during=tap_later))
@@ -264,7 +264,7 @@ def test_flush_interval_waits(tmp_path: Path, sim: Simulator) -> None:
 
     async def tap_later(store: Store, uploader: Uploader) -> None:
         await asyncio.sleep(0.05)
-        uploader.wake(record(store, settings, "0000000001").seq)
+        uploader.wake(record(store, settings, "0000000001"))
         with pytest.raises(TimeoutError):
             await asyncio.to_thread(sim.wait_for, 1, 0.5)
         uploader.reconfigure(make_settings(tmp_path, sim.integration_url))
@@ -536,14 +536,14 @@ def test_a_reload_gives_new_requests_a_new_client(tmp_path: Path, sim: Simulator
     settings = make_settings(tmp_path, sim.integration_url, uplink={"concurrency": 1})
 
     async def three_at_once(store: Store, uploader: Uploader) -> None:
-        uploader.wake(record(store, settings, "0000000009").seq)
+        uploader.wake(record(store, settings, "0000000009"))
         await asyncio.to_thread(sim.wait_for_accepted, 1)  # the first client is in use
         uploader.reconfigure(
             make_settings(tmp_path, sim.integration_url, uplink={"concurrency": 3})
         )
         sim.stall_next(3, 5.0)
         for n in range(1, 4):
-            uploader.wake(record(store, settings, f"{n:010d}").seq)
+            uploader.wake(record(store, settings, f"{n:010d}"))
         # All three arrive while the first still stalls: three connections at once.
         await asyncio.to_thread(sim.wait_for_arrived, 4, 4.5)
 
@@ -578,7 +578,7 @@ def test_a_restarted_run_does_not_resend_a_request_the_server_may_still_run(
         first = asyncio.ensure_future(uploader.run(stopping))
         await asyncio.to_thread(sim.wait_for_arrived, 1)
         broken[0] = True
-        uploader.wake(record(store, settings, "0000000002").seq)  # a sweep: the bug
+        uploader.wake(record(store, settings, "0000000002"))  # a sweep: the bug
         with pytest.raises(RuntimeError):
             await first
         failed_at = time.monotonic()
@@ -620,7 +620,7 @@ def test_a_request_stuck_in_a_name_lookup_is_given_up_at_its_deadline(
     seen: dict[str, object] = {}
 
     async def lookup_hangs(store: Store, uploader: Uploader) -> None:
-        uploader.wake(record(store, settings, "0000000001").seq)
+        uploader.wake(record(store, settings, "0000000001"))
         await asyncio.to_thread(sim.wait_for_accepted, 1, 10.0)  # the retry, once given up
         seen["alive"] = uploader.alive()
         release.set()
@@ -633,3 +633,25 @@ def test_a_request_stuck_in_a_name_lookup_is_given_up_at_its_deadline(
     finally:
         conn.close()
     assert len(sim.received) == 1  # the hung attempt never reached the server
+
+
+def test_a_fresh_tap_is_sent_before_the_backlog(tmp_path: Path) -> None:
+    # Issue 14: after an outage, a tap recorded during the drain waited for the sweep to
+    # reach the end of the backlog (seconds; minutes for a long outage).
+    roster = {f"{n:010d}": f"Student {n}" for n in range(1, 41)}
+    with Simulator(token=TOKEN, roster=roster, latency_s=0.05) as slow:
+        settings = make_settings(tmp_path, slow.integration_url, uplink={"concurrency": 1})
+
+        def backlog(store: Store) -> None:
+            for n in range(1, 31):
+                record(store, settings, f"{n:010d}")
+
+        async def tap_now(store: Store, uploader: Uploader) -> None:
+            await asyncio.to_thread(slow.wait_for_arrived, 2)
+            uploader.wake(record(store, settings, "0000000040"))
+
+        asyncio.run(uploading(settings, settled(settings, 31), before=backlog, during=tap_now))
+        cards = [str(r.body["card_no"]) for r in slow.received]
+    # Sent with the slot that frees next, not after the 28 taps still waiting.
+    assert cards.index("0000000040") <= 3
+    assert sorted(cards) == sorted({*roster} - {f"{n:010d}" for n in range(31, 40)})
