@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import queue
 import random
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from gateagent import logs
+from gateagent.clock import BOOT_ID_PATH
 from gateagent.config import Config, Uplink
 from gateagent.core.answers import Delivered, Outcome, Rejected, Retry
 from gateagent.core.backoff import Backoff
@@ -78,6 +80,8 @@ ABSENSI_LATE_S = 60.0
 # The keys that only say how to send, not where: a change of any other [uplink] key is a
 # new endpoint, tried at once.
 _TIMING_KEYS = {"flush_interval", "concurrency", "timeout", "ambiguous_margin"}
+# The meta key of the guards a stop leaves to the next process of this boot.
+GUARDS_KEY = "uplink_guards"
 # A request whose thread has not answered this long after its deadline (a name lookup
 # hangs: no socket wait to bound) is given up by the loop, so the watchdog never sees it.
 BACKSTOP_S = 1.0
@@ -262,10 +266,14 @@ class Uploader:
         # `stopping` wakes the waits below as any other event does.
         relay = asyncio.ensure_future(_relay(stopping, self._event))
         try:
-            latest = await self._until_read(stopping, lambda store: store.last_seq())
-            if latest is None:
+            read = await self._until_read(
+                stopping, lambda store: (store.last_seq(), store.meta().get(GUARDS_KEY))
+            )
+            if read is None:
                 return
+            latest, kept = read
             now = self._monotonic()
+            self._guards = {**_kept_guards(kept, now), **self._guards}
             scheduler = Scheduler[Tap](
                 self._rules(),
                 now,
@@ -505,6 +513,9 @@ class Uploader:
                 len(self._answers),
             )
             self._answers = []
+        if scheduler is not None and (kept := _guards_kept(self._guards)) is not None:
+            # For the next process too: a restart takes about a second.
+            await self._call(lambda store: store.set_meta(GUARDS_KEY, kept))
         # The threads of cancelled requests end on their own (their sockets are shut
         # down); the connections close now, under them if need be.
         for client in self._clients:
@@ -575,6 +586,33 @@ def _page(after_seq: int) -> Callable[[Store], list[Tap]]:
 
 def _settle(answers: list[Answer], now: datetime) -> Callable[[Store], None]:
     return lambda store: store.settle(answers, now)
+
+
+def _boot_id() -> str | None:
+    try:
+        return BOOT_ID_PATH.read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+
+
+def _guards_kept(guards: dict[int, float]) -> str | None:
+    """The guards as the meta table keeps them: monotonic times, which hold for every
+    process of one boot (CLOCK_MONOTONIC), with that boot's id."""
+    boot = _boot_id()
+    if boot is None:
+        return None
+    return json.dumps({"boot_id": boot, "until": {str(seq): at for seq, at in guards.items()}})
+
+
+def _kept_guards(kept: str | None, now: float) -> dict[int, float]:
+    """The guards an earlier process of this boot left, those still running."""
+    try:
+        data = json.loads(kept or "{}")
+        if data.get("boot_id") != _boot_id():
+            return {}
+        return {int(seq): float(at) for seq, at in data["until"].items() if float(at) > now}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}  # not ours or damaged: a guard is a courtesy to the server, not a tap
 
 
 def _guard(settings: Config) -> None:

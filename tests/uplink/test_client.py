@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from gateagent import store as store_module
+from gateagent.core import schedule as schedule_module
 from gateagent.core.schedule import FINISH_S
 from gateagent.simulator import Simulator
 from gateagent.store import Store
@@ -633,6 +634,43 @@ def test_a_request_stuck_in_a_name_lookup_is_given_up_at_its_deadline(
     finally:
         conn.close()
     assert len(sim.received) == 1  # the hung attempt never reached the server
+
+
+def test_a_request_cancelled_at_stop_is_not_resent_by_the_next_process_at_once(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 14 item 1, across processes: a stop abandons a request the server may still
+    # be running; the next process (a restart, a second later) sent it again at once.
+    monkeypatch.setattr(schedule_module, "FINISH_S", 0.2)
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "2s", "ambiguous_margin": "0s"}
+    )
+    sim.stall_next(1, 10.0)
+
+    async def stop_then_start_again() -> float:
+        store = Store.open(settings.storage.path)
+        record(store, settings, "0000000001")
+        store.close()
+        stopping = asyncio.Event()
+        first = asyncio.ensure_future(Uploader(settings.storage.path, settings).run(stopping))
+        await asyncio.to_thread(sim.wait_for_arrived, 1)
+        stopping.set()
+        await first
+        stopped_at = time.monotonic()
+        # The next process: a new uploader over the same database.
+        again = asyncio.Event()
+        second = asyncio.ensure_future(Uploader(settings.storage.path, settings).run(again))
+        try:
+            await asyncio.to_thread(sim.wait_for_accepted, 1, 10.0)
+        finally:
+            again.set()
+            await second
+        return stopped_at
+
+    stopped_at = asyncio.run(stop_then_start_again())
+    [resent] = sim.accepted()
+    # Not before the cancelled attempt's guard (timeout + ambiguous_margin from the cancel).
+    assert resent.at_mono - stopped_at >= 2.0 - 0.5
 
 
 def test_a_fresh_tap_is_sent_before_the_backlog(tmp_path: Path) -> None:
