@@ -6,8 +6,9 @@ carries out the actions. Time is an argument, randomness the `Random` the caller
 
 Events in: `recorded(seq, tap)` (a tap was committed), `rescan()` (older taps became
 pending: held taps released, a requeue), `fetched(taps)` (a page of pending taps the shell
-read), `counted(cards)` (the cards with a pending tap), `finished(seq, outcome)` (a request
-ended), `written(seqs)` (its answer is in the database), `reconfigure(rules)`, `stop()`.
+read), `counted(oldest)` (each card with a pending tap, and its oldest), `finished(seq,
+outcome)` (a request ended), `written(seqs)` (its answer is in the database),
+`reconfigure(rules)`, `stop()`.
 Actions out, one at a time from `next_action(now)`: `Fetch(after_seq)`, `Count()`,
 `Send(tap)`, `Wait(until)`, `Cancel(seqs)`, `Finished()`.
 
@@ -20,11 +21,12 @@ The rules (README "Delivery"):
   on a fixed grid (start, start + interval, ...), and a tap recorded after the latest
   flush waits for the next one (the horizon). With `0s` (and absensi) every tap is a
   flush of its own. Retries and a card's next taps go as soon as they may.
-- Fresh taps first. With `0s`, a tap recorded now whose card has no other pending tap
+- Fresh taps first. With `0s`, a tap recorded now whose card has no older pending tap
   goes with the next free slot, before the rest of a sweep: a backlog (after an outage)
   does not hold up the person tapping now, and no card's order changes. The cards with a
-  pending tap are known from the database (`Count`, at start and after a rescan) and
-  from each sweep that walked the whole backlog, plus every card recorded since.
+  pending tap are known from the database (`Count`, at start and after a rescan: each
+  card's oldest pending tap, so the taps recorded while it was not known are judged too)
+  and from each sweep that walked the whole backlog, plus every card recorded since.
 - Concurrency. `ok`: up to `concurrency` requests in flight. `retrying` / `paused-*`:
   one probe at a time, after the uplink's hold (backoff with full jitter, honouring
   `Retry-After`; slower for pauses). The first answer that is the API's own ends it, and
@@ -196,11 +198,13 @@ class Scheduler(Generic[T]):
         self._restart = False
         self._stop_at: float | None = None
         # Cards that may have a pending tap (None: not known); fresh taps of the others
-        # go first, from `_fresh`. `_counting`: the cards recorded while a Count is read
-        # (None: none is), `_count_stale`: taps became pending since it was asked for.
+        # go first, from `_fresh`. While not known: the pending taps recorded and not sent
+        # since (`_candidates`, judged by the next Count) and their cards (`_unknown`).
         self._busy: set[str] | None = None
-        self._counting: set[str] | None = None
-        self._count_stale = False
+        self._candidates: dict[int, T] = {}
+        self._unknown: set[str] = set()
+        self._counting = False  # a Count is being read
+        self._count_stale = False  # taps became pending since it was asked for
         self._count_wanted = rules.flush_interval_s == 0
         self._fresh: deque[T] = deque()
 
@@ -215,18 +219,34 @@ class Scheduler(Generic[T]):
         if tap is None:
             return
         card = tap.card_no
-        if self.rules.flush_interval_s == 0 and self._busy is not None and card not in self._busy:
+        at_once = self.rules.flush_interval_s == 0
+        if self._sweep is not None:
+            self._sweep.recorded.add(card)
+        if self._busy is None:
+            self._unknown.add(card)
+            if at_once and len(self._candidates) < self._page_size:
+                self._candidates[tap.seq] = tap
+            return
+        if at_once and card not in self._busy:
             self._fresh.append(tap)
-        sweep_recorded = self._sweep.recorded if self._sweep is not None else None
-        for cards in (self._busy, self._counting, sweep_recorded):
-            if cards is not None:
-                cards.add(card)
+        self._busy.add(card)
 
-    def counted(self, cards: set[str] | None) -> None:
-        """The cards with a pending tap, as the database has them (None: not read)."""
-        if self._counting is not None and cards is not None and not self._count_stale:
-            self._busy = cards | self._counting
-        self._counting = None
+    def counted(self, oldest: Mapping[str, int] | None) -> None:
+        """Each card with a pending tap and the seq of its oldest, as the database has
+        them (None: not read)."""
+        if not self._counting:
+            return
+        self._counting = False
+        if oldest is None or self._count_stale or self._busy is not None:
+            return
+        judged: set[str] = set()
+        for tap in self._candidates.values():  # in the order they were recorded
+            card = tap.card_no
+            # The oldest pending tap of its card (or committed after the count): first.
+            if card not in judged and oldest.get(card, tap.seq) == tap.seq:
+                self._fresh.append(tap)
+            judged.add(card)
+        self._know_busy(set(oldest) | self._unknown)
 
     def rescan(self) -> None:
         """Taps older than the sweep's position became pending: sweep again from the
@@ -353,16 +373,15 @@ class Scheduler(Generic[T]):
         return self._before_sweep(now) or self._sweep_on(now)
 
     def _before_sweep(self, now: float) -> Count | Send[T] | None:
-        if self._count_wanted and self._counting is None:
+        if self._count_wanted and not self._counting:
             self._count_wanted = self._count_stale = False
-            self._counting = set()
+            self._counting = True
             return Count()
         if self._fresh and len(self._in_flight) < self.capacity(now):
             tap = self._fresh.popleft()
-            self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts, self._round)
             if self._sweep is not None:
                 self._sweep.seen.add(tap.card_no)  # the sweep meets it later: skipped
-            return Send(tap)
+            return self._send(tap, now)
         return None
 
     def _sweep_on(self, now: float) -> Action[T]:
@@ -377,9 +396,10 @@ class Scheduler(Generic[T]):
                 return Fetch(sweep.cursor)
             if not sweep.page:
                 if sweep.last_page:
-                    if self._counting is None and self.rules.flush_interval_s == 0:
-                        # It met every pending tap's card (or holds it since it began).
-                        self._busy = sweep.seen | sweep.recorded
+                    if not self._counting and self.rules.flush_interval_s == 0:
+                        # It met every pending tap's card (or holds it since it began);
+                        # a candidate it did not send waits behind its card's older tap.
+                        self._know_busy(sweep.seen | sweep.recorded)
                     self._end_sweep(now)
                     continue
                 sweep.page = None
@@ -393,10 +413,9 @@ class Scheduler(Generic[T]):
             if tap.card_no not in sweep.seen and self._due(tap.seq, now):
                 if len(self._in_flight) >= self.capacity(now):
                     return Wait(self._wake_at())  # the sweep goes on when a slot frees
-                self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts, self._round)
                 sweep.seen.add(tap.card_no)
                 self._step(sweep, tap)
-                return Send(tap)
+                return self._send(tap, now)
             sweep.seen.add(tap.card_no)  # a card's later taps wait behind this one
             self._step(sweep, tap)
 
@@ -408,10 +427,25 @@ class Scheduler(Generic[T]):
         sweep.page.popleft()
         sweep.cursor = tap.seq
 
+    def _send(self, tap: T, now: float) -> Send[T]:
+        self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts, self._round)
+        self._candidates.pop(tap.seq, None)
+        return Send(tap)
+
+    def _know_busy(self, cards: set[str]) -> None:
+        self._busy = cards
+        self._candidates.clear()
+        self._unknown.clear()
+
     def _forget_busy(self) -> None:
+        # Fresh taps not sent yet are judged again by the next Count: a tap that became
+        # pending may be older than theirs.
+        for tap in self._fresh:
+            self._candidates[tap.seq] = tap
+        self._unknown |= {tap.card_no for tap in self._fresh} | (self._busy or set())
         self._fresh.clear()
         self._busy = None
-        self._count_stale = self._counting is not None
+        self._count_stale = self._counting
         self._count_wanted = self.rules.flush_interval_s == 0
 
     def _due(self, seq: int, now: float) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pytest
@@ -122,12 +123,11 @@ class Delivery(RuleBasedStateMachine):
     @precondition(lambda self: self.counting)
     @rule(read=st.booleans())
     def count(self, read: bool) -> None:
-        """The database answers a Count: the cards of the taps not settled yet (or the
-        read failed)."""
+        """The database answers a Count: the oldest tap not settled yet of each card (or
+        the read failed)."""
         assert self.scheduler is not None
         self.counting = False
-        cards = {tap.card_no for tap in self.taps.values() if not tap.settled}
-        self.scheduler.counted(cards if read else None)
+        self.scheduler.counted(oldest(self.taps.values()) if read else None)
         self._act()
 
     @precondition(lambda self: self.scheduler is not None)
@@ -362,6 +362,15 @@ TestDelivery = Delivery.TestCase
 # -- the failures of issue 11, one example each ------------------------------------
 
 
+def oldest(taps: Iterable[ModelTap]) -> dict[str, int]:
+    """What `Store.oldest_pending_by_card` reads: each card's oldest unsettled tap."""
+    found: dict[str, int] = {}
+    for tap in sorted(taps, key=lambda tap: tap.seq):
+        if not tap.settled:
+            found.setdefault(tap.card_no, tap.seq)
+    return found
+
+
 def scheduler(*taps: ModelTap, interval: float = 0.0, concurrency: int = 4) -> Scheduler[ModelTap]:
     return Scheduler(rules(concurrency, interval), 0.0, len(taps), random.Random(1), PAGE)
 
@@ -376,7 +385,7 @@ def run_until_wait(
         if isinstance(action, Fetch):
             sched.fetched([tap for tap in pending if tap.seq > action.after_seq][:PAGE])
         elif isinstance(action, Count):
-            sched.counted({tap.card_no for tap in pending})
+            sched.counted(oldest(pending))
         elif isinstance(action, Send):
             sent.append(action.tap)
         else:
@@ -577,3 +586,21 @@ def test_no_fresh_tap_goes_first_while_the_pending_cards_are_not_known() -> None
     sched.finished(1, Delivered(), None, 1.0)
     sched.written([1])
     assert sched.next_action(1.0) == Count()
+
+
+def test_a_tap_recorded_before_the_count_is_judged_by_it() -> None:
+    # The first taps after a start (with a backlog) come before the database is counted:
+    # the count's oldest tap per card tells which of them may go first.
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 11)]
+    sched = scheduler(*backlog, concurrency=1)
+    fresh, behind = ModelTap(11, "F", 0, 0.0), ModelTap(12, "C3", 0, 0.0)
+    sched.recorded(11, fresh)
+    sched.recorded(12, behind)
+    assert sched.next_action(0.0) == Count()
+    sched.counted(oldest([*backlog, fresh, behind]))
+    assert run_until_wait(sched, 0.0, [*backlog, fresh, behind])[0] == [fresh]
+    sched.finished(11, Delivered(), None, 0.5)
+    sched.written([11])
+    fresh.settled = True
+    # C3's new tap waits behind its tap 3: the sweep goes on in order.
+    assert run_until_wait(sched, 0.5, [*backlog, behind])[0] == backlog[:1]
