@@ -327,6 +327,19 @@ def test_received_records_each_request(sim: Simulator, client: httpx.Client) -> 
     assert sim.accepted() == [record]
 
 
+def test_a_received_requests_repr_hides_its_credentials(
+    sim: Simulator, client: httpx.Client
+) -> None:
+    # pytest prints a failing frame's arguments, e.g. a list of these, in its report.
+    client.post(INTEGRATION_PATH, json=tap())
+    client.post(WEBHOOK_IN_PATH, json={"card_no": CARD}, headers=BEARER)
+    client.post(WEBHOOK_IN_PATH, json={"card_no": CARD}, headers={"X-API-Key": TOKEN})
+    shown = repr(sim.received)
+    assert TOKEN not in shown
+    assert shown.count("'***'") == 3
+    assert f"'card_no': '{CARD}'" in shown  # the rest is still shown
+
+
 # -- faults --------------------------------------------------------------------------------
 
 
