@@ -120,8 +120,9 @@ class Daemon:
         """Block until every card of `cards` was logged as recorded."""
         wanted = set(cards)
         with self._changed:
-            if not self._changed.wait_for(lambda: wanted <= set(self.recorded_cards), timeout_s):
-                missing = sorted(wanted - set(self.recorded_cards))
+            # recorded_at, not recorded_cards: a long run's list would be copied each wake.
+            if not self._changed.wait_for(lambda: wanted <= self.recorded_at.keys(), timeout_s):
+                missing = sorted(wanted - self.recorded_at.keys())
                 raise TimeoutError(f"not recorded: {', '.join(missing)}")
 
     def type(self, text: str) -> None:
