@@ -102,7 +102,8 @@ def main() -> int:
             problems += failed
     finally:
         if not args.keep:
-            shutil.rmtree(run, ignore_errors=True)
+            with timed(took, "removal of the copy"):
+                shutil.rmtree(run, ignore_errors=True)
 
     who = USER if args.user else "root"
     print(f"\nbare root, as {who}, apt {'online' if args.apt_online else 'offline'}:")
