@@ -9,9 +9,11 @@ the tests that need them are skipped with the reason, never failed (issue 13).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,6 +23,7 @@ _lock = threading.Lock()
 _refused: dict[tuple[str, ...], str] = {}
 APT_UPDATE_S = 600
 APT_INSTALL_S = 900
+FAILED_FETCH = re.compile(r"[EW]: Failed to fetch (\S+) (.*)")
 
 
 def program(name: str, package: str) -> str:
@@ -61,6 +64,7 @@ def _install(packages: tuple[str, ...]) -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
     said: list[str] = []
+    # A fresh machine has no package lists yet (or stale ones): update, then try again.
     for step in (install, ["apt-get", "update", "-qq"], install):
         timeout = APT_UPDATE_S if step[1] == "update" else APT_INSTALL_S
         try:
@@ -70,21 +74,25 @@ def _install(packages: tuple[str, ...]) -> str:
         except subprocess.TimeoutExpired:
             said.append(f"`{' '.join(step[:2])}` did not finish in {timeout} s")
             continue
-        said.extend(_complaints(done.stderr))
-        # A fresh machine has no package lists yet (or stale ones): update, then retry.
+        complaint = _complaint(done.stderr)
+        if complaint:
+            said.append(complaint)
         if step is install and done.returncode == 0:
             return ""
     names = ", ".join(packages)
-    # The first complaints say why (the mirror, a missing package); the last repeat them.
+    # Each step's first complaint, each said once: the mirror, a missing package.
     why = "; ".join(dict.fromkeys(said)) or "apt-get failed and said nothing"
-    return f"could not install {names} with apt-get: {why[:400]}"
+    return f"could not install {names} with apt-get: {why}"
 
 
-def _complaints(stderr: str) -> list[str]:
-    """apt-get's first error or failed download, without the noise around it."""
-    lines = [line.strip() for line in stderr.splitlines()]
-    return [
-        " ".join(line.split())
-        for line in lines
-        if line.startswith("E:") or (line.startswith("W:") and "Failed to fetch" in line)
-    ][:1]
+def _complaint(stderr: str) -> str | None:
+    """apt-get's first error or failed download, in a few words: a failed download is
+    named by its host, not by the URL of each package it could not fetch."""
+    for raw in stderr.splitlines():
+        line = " ".join(raw.split())
+        fetch = FAILED_FETCH.match(line)
+        if fetch:
+            return f"cannot fetch from {urlsplit(fetch[1]).netloc}: {fetch[2]}"
+        if line.startswith("E:"):
+            return line
+    return None
