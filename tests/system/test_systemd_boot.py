@@ -420,6 +420,23 @@ def test_taps_reach_the_server(pi: Pi, configured: subprocess.Popen[str], sim: S
     assert "Traceback" not in status
 
 
+def test_reload_rereads_the_config_in_the_same_process(
+    pi: Pi, configured: subprocess.Popen[str]
+) -> None:
+    # README "Installing on a Pi": `systemctl reload gateagent`. ExecReload ran
+    # /bin/kill, which this Debian (no procps) does not have: the reload failed (issue 13).
+    before = pi.show("MainPID")
+    done = pi.run("systemctl", "reload", "gateagent", check=False, timeout=60)
+    journal = pi.run("journalctl", "-u", "gateagent", "--no-pager", "-o", "cat").stdout
+    assert done.returncode == 0, done.stderr + journal[-2000:]
+    deadline = time.monotonic() + 30
+    while "configuration reloaded path=/etc/gateagent/config.toml" not in journal:
+        assert time.monotonic() < deadline, f"no reload in the journal in 30 s: {journal[-2000:]}"
+        time.sleep(0.2)  # the daemon applies it after ExecReload's signal, in its own time
+        journal = pi.run("journalctl", "-u", "gateagent", "--no-pager", "-o", "cat").stdout
+    assert pi.show("MainPID", "ActiveState") == {**before, "ActiveState": "active"}
+
+
 def test_journal_warning_shows_the_missing_reader_only(
     pi: Pi, configured: subprocess.Popen[str]
 ) -> None:
