@@ -11,6 +11,8 @@ import logging
 import os
 import queue
 import select
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -28,6 +30,7 @@ from tests.fakes import FakeClock
 from tests.running import Run
 from tests.settings import TOKEN, make_settings, write_config
 from tests.test_clock_daemon import Journal, run_daemon
+from tests.test_listen import frame
 
 ROSTER = {f"{n:010d}": f"Student {n}" for n in range(1, 20)}
 WAIT_S = 20.0  # safety net only
@@ -201,6 +204,59 @@ def test_a_gpio_slow_to_open_never_delays_a_tap(
         factory.release.set()
         factory.reset()
     assert not [m for m in journal.messages if "feedback output unavailable" in m]
+
+
+def test_listen_feedback_sounds_a_read_the_reader_drops(tmp_path: Path) -> None:
+    """`listen --feedback` as a technician runs it: a frame with a failed checksum is
+    unreadable at the gate, as in the daemon, and the next good card is recorded."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    (tmp_path / "hook.py").write_text(HOOK)
+    heard = Heard(tmp_path / "heard.fifo")
+    settings = make_settings(
+        tmp_path,
+        "http://127.0.0.1:9/x",
+        taps={"card_format": "dec10"},
+        readers=[{"name": "entrance", "kind": "serial", "path": os.ttyname(slave)}],
+        feedback={"command": f"{sys.executable} {tmp_path / 'hook.py'} {tmp_path / 'heard.fifo'}"},
+    )
+    config = write_config(tmp_path / "config.toml", settings)
+    listening = subprocess.Popen(
+        [sys.executable, "-m", "gateagent", "listen", "--feedback", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listening.stdout is not None
+        assert listening.stdout.readline().startswith("listening on entrance (serial")
+        # pyserial flushes what came before the open: the frames come once it is open.
+        assert listening.stdout.readline() == "reader entrance: connected\n"
+        good = frame("0A00C3A5F1")
+        os.write(master, good[:-3] + b"00" + good[-1:])  # checksum 00, not 9D
+        assert heard.next() == {
+            "FEEDBACK_OUTCOME": "unreadable",
+            "FEEDBACK_READER": "entrance",
+            "FEEDBACK_CARD_NO": "",
+            "FEEDBACK_ATTENDANCE_STATUS": "",
+            "FEEDBACK_STUDENT_NAME": "",
+        }
+        os.write(master, good)
+        recorded = heard.next()
+        assert (recorded["FEEDBACK_OUTCOME"], recorded["FEEDBACK_CARD_NO"]) == (
+            "recorded",
+            "0012822001",
+        )
+        listening.send_signal(signal.SIGINT)
+        assert listening.wait(WAIT_S) == 0
+    finally:
+        listening.kill()
+        _, err = listening.communicate(timeout=10)
+        heard.close()
+        os.close(master)
+        os.close(slave)
+    assert "read dropped: garbage reader=entrance reason=bad-checksum" in err
+    assert TOKEN not in err
 
 
 def test_listen_sounds_each_read(tmp_path: Path) -> None:
