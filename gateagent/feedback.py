@@ -266,17 +266,14 @@ class Player:
         """From any thread, never blocking: the thread switches the outputs off, releases
         them and ends; signals still queued are not played."""
         self._stopping.set()
-        with contextlib.suppress(queue.Full):  # full: the thread sees `_stopping` at its next
+        # A full queue wakes the thread anyway, and it sees `_stopping` at the next take.
+        with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
 
     def join(self, timeout_s: float) -> None:
         """Wait (at most `timeout_s`) for a stopped player's outputs to be released."""
         if self._thread.ident is not None:
             self._thread.join(timeout_s)
-
-    def close(self) -> None:
-        self.stop()
-        self.join(CLOSE_WAIT_S)
 
     def _run(self) -> None:
         if self._after is not None:
