@@ -197,18 +197,34 @@ feedback_led = "capslock"
 NETLINK_KOBJECT_UEVENT = 15  # linux/netlink.h (the socket module does not name it)
 
 
-def uevents() -> socket.socket:
-    """The kernel's uevents (what udev hears), to wait for the gadget's input device."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
-    sock.bind((0, 1))  # group 1: the kernel's own events
-    sock.settimeout(30)
-    return sock
+def link_usb_keyboard(events: socket.socket, linked: threading.Event) -> None:
+    """What udev does on a Pi, for the life of the VM: the by-id link made when the host
+    side adds the keyboard's event node, and removed with it. A USB reset under a
+    stalled emulator makes the node again, maybe under a new name; the link follows."""
+    while True:
+        message = events.recv(8192).decode(errors="replace").split("\0")
+        fields = dict(item.split("=", 1) for item in message if "=" in item)
+        name, action = fields.get("DEVNAME", ""), fields.get("ACTION")
+        if not name.startswith("input/event") or "dummy_hcd" not in fields.get("DEVPATH", ""):
+            continue
+        print(f"uevent {action} {name}", flush=True)
+        if action == "add":
+            if USB_LINK.is_symlink():
+                USB_LINK.unlink()
+            USB_LINK.symlink_to(f"/dev/{name}")
+            linked.set()
+        elif action == "remove" and USB_LINK.is_symlink():
+            USB_LINK.unlink()
 
 
 def plug_usb_keyboard() -> Path:
     """The gadget configured through configfs and attached to dummy_hcd's UDC: the host
     side (usbhid, hid-generic) makes it an input device; its event node, by-id linked."""
-    listening = uevents()
+    events = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_KOBJECT_UEVENT)
+    events.bind((0, 1))  # group 1: the kernel's own uevents, what udev hears
+    linked = threading.Event()
+    USB_LINK.parent.mkdir(parents=True, exist_ok=True)
+    threading.Thread(target=link_usb_keyboard, args=(events, linked), daemon=True).start()
 
     def write(name: str, value: str | bytes) -> None:
         (GADGET / name).write_bytes(value if isinstance(value, bytes) else value.encode())
@@ -226,18 +242,8 @@ def plug_usb_keyboard() -> Path:
     write("functions/hid.usb0/report_desc", BOOT_KEYBOARD)
     (GADGET / "configs/c.1/hid.usb0").symlink_to(GADGET / "functions/hid.usb0")
     write("UDC", os.listdir("/sys/class/udc")[0])
-    try:
-        while True:  # until the host side's event node is made (udev's cue to link it)
-            message = listening.recv(8192).decode(errors="replace").split("\0")
-            fields = dict(item.split("=", 1) for item in message if "=" in item)
-            name = fields.get("DEVNAME", "")
-            added = fields.get("ACTION") == "add" and name.startswith("input/event")
-            if added and "dummy_hcd" in fields.get("DEVPATH", ""):
-                break
-    finally:
-        listening.close()
-    USB_LINK.parent.mkdir(parents=True, exist_ok=True)
-    USB_LINK.symlink_to(f"/dev/{name}")
+    if not linked.wait(60):
+        raise RuntimeError("the USB keyboard gadget made no input device in 60 s")
     return USB_LINK
 
 
@@ -330,17 +336,21 @@ class UsbGate:
     def present(self, card: str, tries: int = 3) -> int | None:
         """Type `card` until the daemon records it whole; the tries it took, or None.
 
-        A stall of the emulated machine (a loaded host) can hold one key back past the
-        reader's 200 ms gap: the card arrives split, its first part dropped as a partial
-        read, as a real reader's card moved away too soon. Then, as a person would, the
-        card is presented again once the LED has played the pieces' signals out.
+        A stall of the emulated machine (a loaded host) can spoil a try two ways. One
+        key held back past the reader's 200 ms gap: the card arrives split, its first
+        part dropped as a partial read (logged), as a real reader's card moved away too
+        soon. Or the reader's thread not reading while the card arrives: a card is 66
+        evdev events (MSC_SCAN, the key, SYN for each key down and up), more than a
+        client's buffer of 64, and the kernel drops them for a SYN_DROPPED, which the
+        hid reader does not report (nothing logged). Then, as a person would, the card
+        is presented again once the LED has played out what the pieces gave.
         """
         recorded = f"tap recorded card_no={card} reader=gate"
         for attempt in range(1, tries + 1):
             self.type([*card, "enter"])
-            got = first_line(self.lines, recorded, "read dropped: ")
-            if got != "read dropped: ":
-                return attempt if got == recorded else None
+            got = first_line(self.lines, recorded, "read dropped: ", timeout_s=30.0)
+            if got == recorded:
+                return attempt
             self.caps_lock(count=100, quiet_s=3.0)  # longer than any pattern's step
         return None
 
