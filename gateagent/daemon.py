@@ -161,8 +161,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._stop_requested)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         self._db = DbThread(settings.storage.path, "daemon-db")
-        self._feedback = Feedback(settings)  # before the readers: their first tap is heard
-        self._feedback.start()
+        self._feedback = Feedback(settings)  # opens nothing yet: see its start() below
         self._recorder = Recorder(
             settings.storage.path,
             settings,
@@ -175,6 +174,9 @@ class Daemon:
         # from the start either way (SPEC: never wait to start reading).
         self._recorder.start(self._supervisor.thread, opened=False)
         self._start_readers(settings.readers)
+        # After the readers: the outputs open in the player's own thread, so a GPIO slow
+        # to open never delays a tap; a signal given meanwhile waits for them.
+        self._feedback.start()
         supervise = self._supervisor.task
         self._tasks["database"] = supervise("database", self._opening, stopping)
         with contextlib.suppress(TimeoutError):
@@ -505,14 +507,12 @@ class Daemon:
         _warn_of_clear_text(new)
 
     def _reconfigure_feedback(self, new: Config) -> None:
-        # The old outputs first release their pins (closing only wakes its thread to
-        # switch them off, milliseconds); the verdicts awaited are forgotten.
+        # Never blocks the loop: the old outputs release their pins and the new ones open
+        # in the players' threads, in that order; the verdicts awaited are forgotten.
         leds = [(r.name, r.path, r.feedback_led) for r in new.readers]
         if (new.feedback, leds) == (self._feedback.settings.feedback, self._feedback.leds):
             return
-        self._feedback.close()
-        self._feedback = Feedback(new)
-        self._feedback.start()
+        self._feedback = self._feedback.replaced(new)
 
     # -- housekeeping --------------------------------------------------------------------
 
