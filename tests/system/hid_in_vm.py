@@ -341,9 +341,9 @@ class UsbGate:
         part dropped as a partial read (logged), as a real reader's card moved away too
         soon. Or the reader's thread not reading while the card arrives: a card is 66
         evdev events (MSC_SCAN, the key, SYN for each key down and up), more than a
-        client's buffer of 64, and the kernel drops them for a SYN_DROPPED, which the
-        hid reader does not report (nothing logged). Then, as a person would, the card
-        is presented again once the LED has played out what the pieces gave.
+        client's buffer of 64, and the kernel drops them for a SYN_DROPPED (logged as a
+        read dropped, reason=events-dropped). Then, as a person would, the card is
+        presented again once the LED has played out what the pieces gave.
         """
         recorded = f"tap recorded card_no={card} reader=gate"
         for attempt in range(1, tries + 1):
