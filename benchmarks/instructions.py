@@ -187,13 +187,17 @@ for line in sys.stdin:
     exec(line)
     print("done", flush=True)
 """
-# The daemon's order: `run` loads the config, imports the daemon, opens the database.
+# What `run` imports before READY=1 (2026-12), in its order: the config, the daemon's
+# modules, then the database's migrations. The sum beside the total says if it drifts.
 IMPORT_STEPS = [
     ("stdlib: asyncio, sqlite3, ssl, logging, json", "import asyncio, sqlite3, ssl, logging, json"),
     ("pydantic-settings", "import pydantic_settings"),
     ("gateagent.config (its pydantic models)", "import gateagent.config"),
     ("httpx", "import httpx"),
-    ("the rest: tenacity, gateagent.cli, .daemon", "import gateagent.cli, gateagent.daemon"),
+    ("tenacity", "import tenacity"),
+    ("prometheus-client", "import prometheus_client"),
+    ("pyserial", "import serial"),
+    ("gateagent's own modules (cli, daemon, ...)", "import gateagent.cli, gateagent.daemon"),
     ("sqlite-utils", "import sqlite_utils"),
 ]
 # What an https:// url adds to the start (the uplink's TLS context, network.py); an
