@@ -1,7 +1,7 @@
 """Instructions (valgrind's Ir) per recorded tap, per delivered tap and from exec to
 READY=1, beside the floors they are compared with (issue 14).
 
-    .venv/bin/python benchmarks/instructions.py [--taps 100] [--json]
+    .venv/bin/python benchmarks/instructions.py [--taps 200] [--json]
 
 callgrind counts the user-space instructions of every thread of a process, whatever
 the machine's load (PYTHONHASHSEED=0 everywhere). How the figures are cut:
@@ -11,9 +11,10 @@ the machine's load (PYTHONHASHSEED=0 everywhere). How the figures are cut:
   shutdown are never in it. Each path runs a window of N units and one of 2N; per unit
   is both together over 3N. What a window holds besides its units (the marks; the 1 s
   wait before the end mark, at the idle daemon's ~0.18M Ir/s) is under 1 % of it.
-  Together, not the difference of the two: a burst's count depends a little on how the
-  threads met (how many taps one wake-up of the loop took), and a full garbage
-  collection (~18M Ir) falls in one window or the other; a difference doubles that.
+  Together, not the difference of the two, and N = 200: a full garbage collection
+  (~18M Ir, about one per 600 taps here, since the recorded taps stay pending in
+  memory) falls in a window or not, and the difference of two short windows would
+  double what that moves.
 - The daemon is a real `python -m gateagent run` under callgrind, one stdin reader,
   with a $NOTIFY_SOCKET this script reads as systemd does. The simulator runs in this
   process, outside valgrind.
@@ -510,7 +511,7 @@ def size(ir: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--taps", type=int, default=100, help=f"N, a multiple of {CARDS}")
+    parser.add_argument("--taps", type=int, default=200, help=f"N, a multiple of {CARDS}")
     parser.add_argument("--json", action="store_true", help="one JSON object, for machines")
     args = parser.parse_args()
     if args.taps <= 0 or args.taps % CARDS:
