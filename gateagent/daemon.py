@@ -86,11 +86,10 @@ Row = tuple[str, bool, str | None]
 
 @dataclass
 class _Running:
-    """One configured reader and its thread."""
+    """One configured reader: the event that stops its thread, and its health."""
 
     config: Reader
     stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
     connected: bool = False
     last_error: str | None = "starting"
 
@@ -104,8 +103,7 @@ def _write_state(
     if keep is not None:
         store.forget_readers(keep)
     for name, connected, error in rows:
-        # last_tap_at is not published: status reads it from the taps (issue 11).
-        store.set_reader(name, connected, None, error)
+        store.set_reader(name, connected, error)
 
 
 class Daemon:
@@ -408,7 +406,7 @@ class Daemon:
 
             # hid and serial readers never end on their own; a stdin reader ends with
             # its input.
-            running.thread = self._supervisor.thread(
+            self._supervisor.thread(
                 f"reader {reader.name}",
                 read,
                 running.stop,

@@ -588,22 +588,17 @@ class Store:
         with self._failing_as("read the daemon's state"):
             return {row[0]: row[1] for row in self._conn.execute("SELECT key, value FROM meta")}
 
-    def set_reader(
-        self, name: str, connected: bool, last_tap_at: datetime | None, last_error: str | None
-    ) -> None:
+    def set_reader(self, name: str, connected: bool, last_error: str | None) -> None:
+        # The table's last_tap_at is no longer written: status and the metrics read a
+        # reader's last tap from the taps (`last_tap_at()`, issue 11). The column stays
+        # (dropping it would take a migration), NULL or what an older version left.
         with self._failing_as("write a reader's state"):
             self._conn.execute(
-                "INSERT INTO readers (name, connected, last_tap_at, last_error, updated_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
-                " connected = excluded.connected, last_tap_at = excluded.last_tap_at,"
-                " last_error = excluded.last_error, updated_at = excluded.updated_at",
-                (
-                    name,
-                    int(connected),
-                    iso(last_tap_at) if last_tap_at else None,
-                    last_error,
-                    iso(datetime.now(UTC)),
-                ),
+                "INSERT INTO readers (name, connected, last_error, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " connected = excluded.connected, last_error = excluded.last_error,"
+                " updated_at = excluded.updated_at",
+                (name, int(connected), last_error, iso(datetime.now(UTC))),
             )
 
     def last_tap_at(self, reader: str) -> str | None:

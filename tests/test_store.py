@@ -456,12 +456,12 @@ def test_export_streams_every_tap(store: Store) -> None:
 
 
 def test_reader_health(store: Store) -> None:
-    store.set_reader("entrance", True, None, None)
-    store.set_reader("exit", False, None, "missing: /dev/input/by-id/x")
-    store.set_reader("entrance", True, MORNING, None)
+    store.set_reader("entrance", False, "starting")
+    store.set_reader("exit", False, "missing: /dev/input/by-id/x")
+    store.set_reader("entrance", True, None)
     store.forget_readers(["entrance", "exit"])
     assert store.readers() == [
-        {"name": "entrance", "connected": True, "last_tap_at": iso(MORNING), "last_error": None},
+        {"name": "entrance", "connected": True, "last_tap_at": None, "last_error": None},
         {
             "name": "exit",
             "connected": False,
