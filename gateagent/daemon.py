@@ -25,7 +25,7 @@ STATUS=, and WATCHDOG=1 while every component runs or is being restarted.
 Start-up is as short as recording allows: the readers and the writer start first, and
 what recording never needs is imported only after READY=1: the uploader (httpx, its
 client and TLS context) and the metrics (prometheus_client, only when [metrics] has a
-textfile or listen), which were a third of the instructions to READY=1
+textfile or listen), which were a quarter of the instructions to READY=1
 (benchmarks/startup.py, README "Performance").
 """
 

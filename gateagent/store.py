@@ -12,8 +12,8 @@ The schema is versioned with sqlite-utils migrations, and `PRAGMA user_version` 
 the schema number: each migration sets it in the transaction that records the migration
 as applied. Only `Store.open` (the daemon) applies them, and it imports sqlite_utils only
 when `user_version` says one is due (a new or older database): sqlite_utils and what it
-imports (click, dateutil, pluggy and its plugin scan) cost a quarter of the daemon's
-start-up instructions and 3 MB it would hold for good, for a check plain sqlite3 makes
+imports (click, dateutil, pluggy and its plugin scan) cost about 200M instructions at
+start and 3 MB the daemon would hold for good, for a check plain sqlite3 makes
 (benchmarks/startup.py). Queries go through the standard sqlite3 module too, so `status`
 and `export` start without it. A damaged file is moved aside with its `-wal` and `-shm`,
 never overwritten.
