@@ -369,14 +369,20 @@ def _validation(model: type[BaseModel], data: dict[str, Any]) -> tuple[str, obje
         return "invalid", [(e["loc"], e["type"], e["msg"]) for e in exc.errors()]
 
 
+@pytest.fixture(scope="module")
+def overridden() -> dict[type[config.ReadingConfig], type[config.ReadingConfig]]:
+    # Built once, before hypothesis times the examples.
+    return config.from_environment()
+
+
 @given(doc=config_documents())
 def test_without_a_variable_pydantic_settings_takes_a_file_as_the_models_do(
+    overridden: dict[type[config.ReadingConfig], type[config.ReadingConfig]],
     doc: dict[str, Any],
 ) -> None:
     # config.load validates with the plain models unless a variable overrides the file.
     assume(set(doc) <= set(config.Config.model_fields))  # the others are refused before
     reading = {k: v for k, v in doc.items() if k in config.ReadingConfig.model_fields}
-    overridden = config.from_environment()
     for model, data in ((config.Config, doc), (config.ReadingConfig, reading)):
         assert _validation(model, data) == _validation(overridden[model], data)
 
