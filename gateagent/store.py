@@ -9,11 +9,14 @@ States: `pending` (to send), `delivered`, `rejected` (kept with the reason), `ig
 (kept, never sent), `held` (recorded while the clock was not synchronized).
 
 The schema is versioned with sqlite-utils migrations, and `PRAGMA user_version` carries
-the schema number for anyone looking with the sqlite3 shell. Only `Store.open` (the
-daemon) applies them and imports sqlite_utils; queries go through the standard sqlite3
-module, so `status` and `export` start without sqlite_utils and its dependencies (a
-third of the 100 ms `gateagent status` may take, benchmarks/bigdb.py). A damaged file is moved
-aside with its `-wal` and `-shm`, never overwritten.
+the schema number: each migration sets it in the transaction that records the migration
+as applied. Only `Store.open` (the daemon) applies them, and it imports sqlite_utils only
+when `user_version` says one is due (a new or older database): sqlite_utils and what it
+imports (click, dateutil, pluggy and its plugin scan) cost about 200M instructions at
+start and 3 MB the daemon would hold for good, for a check plain sqlite3 makes
+(benchmarks/startup.py). Queries go through the standard sqlite3 module too, so `status`
+and `export` start without it. A damaged file is moved aside with its `-wal` and `-shm`,
+never overwritten.
 """
 
 from __future__ import annotations
@@ -139,12 +142,18 @@ def m003_last_tap_by_reader(db: Database) -> None:
     )
 
 
+# Migration N ends with `PRAGMA user_version = N`: a database at SCHEMA_VERSION has
+# them all (tests/test_store.py checks each).
+MIGRATIONS = (m001_taps, m002_lean_indexes, m003_last_tap_by_reader)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
 def migrations() -> Migrations:
     """The schema's migrations, in order."""
     from sqlite_utils import Migrations  # noqa: PLC0415 (see the module's docstring)
 
     chain = Migrations("gateagent")
-    for migration in (m001_taps, m002_lean_indexes, m003_last_tap_by_reader):
+    for migration in MIGRATIONS:
         chain()(migration)
     return chain
 
@@ -217,8 +226,14 @@ class Store:
             problem = _damage(path)
             if problem is not None:
                 moved = _move_aside(path, now, problem)
-            _migrate(path)
-            store = cls(path, _connect(path))
+            conn = _connect(path)
+            try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    _migrate(path)
+            except BaseException:
+                conn.close()
+                raise
+            store = cls(path, conn)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the tap database {path}: {exc}") from None
         except OSError as exc:
@@ -573,22 +588,17 @@ class Store:
         with self._failing_as("read the daemon's state"):
             return {row[0]: row[1] for row in self._conn.execute("SELECT key, value FROM meta")}
 
-    def set_reader(
-        self, name: str, connected: bool, last_tap_at: datetime | None, last_error: str | None
-    ) -> None:
+    def set_reader(self, name: str, connected: bool, last_error: str | None) -> None:
+        # The table's last_tap_at is no longer written: status and the metrics read a
+        # reader's last tap from the taps (`last_tap_at()`, issue 11). The column stays
+        # (dropping it would take a migration), NULL or what an older version left.
         with self._failing_as("write a reader's state"):
             self._conn.execute(
-                "INSERT INTO readers (name, connected, last_tap_at, last_error, updated_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
-                " connected = excluded.connected, last_tap_at = excluded.last_tap_at,"
-                " last_error = excluded.last_error, updated_at = excluded.updated_at",
-                (
-                    name,
-                    int(connected),
-                    iso(last_tap_at) if last_tap_at else None,
-                    last_error,
-                    iso(datetime.now(UTC)),
-                ),
+                "INSERT INTO readers (name, connected, last_error, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " connected = excluded.connected, last_error = excluded.last_error,"
+                " updated_at = excluded.updated_at",
+                (name, int(connected), last_error, iso(datetime.now(UTC))),
             )
 
     def last_tap_at(self, reader: str) -> str | None:
@@ -628,7 +638,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _migrate(path: Path) -> None:
-    """Create or upgrade the schema with sqlite-utils, on a connection of its own."""
+    """Create or upgrade the schema with sqlite-utils, on a connection of its own (the
+    migrations it has recorded as applied are skipped)."""
     from sqlite_utils import Database  # noqa: PLC0415 (see the module's docstring)
 
     db = Database(sqlite3.connect(str(path), timeout=10.0), execute_plugins=False)
