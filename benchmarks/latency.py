@@ -1,11 +1,16 @@
 """Tap to server and tap to the recorded signal, flush_interval 0s.
 
-    .venv/bin/python benchmarks/latency.py [--taps 300] [--latency-ms 20]
+    .venv/bin/python benchmarks/latency.py [--taps 300] [--latency-ms 20] [--backlog 20000]
 
 A card number is written to the daemon's stdin (the reader) and the simulator notes
 when the request body arrived; both read the system-wide monotonic clock. The figure
 covers decode, decisions, the commit (fsync), waking the uploader and the POST; the
 simulator's added latency delays only its answer, so it is not in the figure.
+
+The loaded case does the same while the daemon drains `--backlog` pending taps of other
+cards (`benchmarks/drain.py`'s backlog) over the same connections: a gate back online
+after an outage, with people still tapping. It says how much of the backlog was still
+pending when the last card was typed (the drain must outlast the taps).
 
 Then a second daemon, with `[feedback] command` set to a shell one-liner that writes
 the outcome and card to a FIFO this script reads (issue 15): card written -> the
@@ -28,8 +33,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from drain import CARDS, backlog
 from harness import TOKEN, Daemon, machine, write_config
 
 from gateagent.simulator import Simulator
@@ -42,8 +49,12 @@ def main() -> None:
     parser.add_argument("--taps", type=int, default=300)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--every-ms", type=float, default=50.0, help="time between taps")
+    parser.add_argument(
+        "--backlog", type=int, default=20_000, help="pending taps drained beside the loaded case"
+    )
     args = parser.parse_args()
-    roster = {f"{n:010d}": f"Student {n}" for n in range(1, args.taps + 1)}
+    roster = {f"{n:010d}": f"Student {n}" for n in range(1, max(args.taps, CARDS) + 1)}
+    roster |= {fresh(n): f"Student {fresh(n)}" for n in range(1, args.taps + 1)}
     print(f"machine: {machine()}")
     print(
         f"{args.taps} taps, one every {args.every_ms:g} ms,"
@@ -55,15 +66,23 @@ def main() -> None:
     ):
         folder = Path(name)
         to_server(folder / "server", sim, args)
+        to_server_loaded(folder / "loaded", sim, args)
         to_signal(folder / "signal", sim, args)
 
 
-def tap_all(daemon: Daemon, taps: int, every_ms: float) -> dict[str, float]:
+def fresh(n: int) -> str:
+    """The typed cards of the loaded case: none of them has a tap in the backlog."""
+    return f"9{n:09d}"
+
+
+def tap_all(
+    daemon: Daemon, taps: int, every_ms: float, card: Callable[[int], str] = "{:010d}".format
+) -> dict[str, float]:
     typed: dict[str, float] = {}
     for n in range(1, taps + 1):
-        card = f"{n:010d}"
-        typed[card] = time.monotonic()
-        daemon.type(card + "\n")
+        card_no = card(n)
+        typed[card_no] = time.monotonic()
+        daemon.type(card_no + "\n")
         time.sleep(every_ms / 1000)  # the taps' pace, not a wait for anything
     return typed
 
@@ -77,6 +96,28 @@ def to_server(folder: Path, sim: Simulator, args: argparse.Namespace) -> None:
     daemon.stop()
     delays = [(r.at_mono - typed[str(r.body["card_no"])]) * 1000 for r in received]
     print(f"tap to server:            {figures(delays)} (target p99 < 20 ms)")
+
+
+def to_server_loaded(folder: Path, sim: Simulator, args: argparse.Namespace) -> None:
+    folder.mkdir()
+    backlog(folder / "taps.db", args.backlog)
+    already = len(sim.accepted())
+    daemon = Daemon(write_config(folder, sim.integration_url, flush_interval="0s"))
+    daemon.wait("gateagent started", timeout_s=60)
+    typed = tap_all(daemon, args.taps, args.every_ms, fresh)
+    drained = sum(1 for r in sim.accepted()[already:] if str(r.body["card_no"]) not in typed)
+    received = {
+        str(r.body["card_no"]): r
+        for r in sim.wait_for_accepted(already + args.backlog + args.taps, timeout_s=3600)[already:]
+        if str(r.body["card_no"]) in typed
+    }
+    daemon.stop()
+    delays = [(r.at_mono - typed[card]) * 1000 for card, r in received.items()]
+    left = args.backlog - drained
+    print(
+        f"tap to server, loaded:    {figures(delays)} (target p99 < 20 ms; beside a drain of"
+        f" {args.backlog} taps, {left} still pending at the last tap)"
+    )
 
 
 class Fifo:

@@ -10,7 +10,6 @@ every check passes; a warning (WARN) does not fail it.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import ssl
@@ -101,7 +100,7 @@ def server(uplink: Uplink, device: str = "") -> Iterator[Result]:
     # Imported here: httpx only when the checks get this far.
     from gateagent.uplink import http  # noqa: PLC0415
 
-    found = asyncio.run(http.probe(uplink, device=device))
+    found = http.probe(uplink, device=device)
     yield Result(found.ok, f"server HTTP GET {url}", found.detail)
 
 

@@ -166,9 +166,10 @@ class Webhook(_Section):
     fields: dict[str, TapField] = Field(default_factory=lambda: dict(_DEFAULT_FIELDS))
     idempotency_header: str = "Idempotency-Key"
     statuses: dict[str, WebhookAnswer] = Field(default_factory=dict)
-    # What a 2xx must look like to count as delivered: "any-2xx" (the server is unknown)
-    # or "json" (a JSON body; a captive portal's HTML page then pauses the uplink).
-    success: WebhookSuccess = "any-2xx"
+    # What a 2xx must look like to count as delivered: "not-html" (anything but an HTML
+    # page, which a captive portal or a proxy answers: it pauses the uplink), "any-2xx"
+    # (even an HTML page), or "json" (a JSON body).
+    success: WebhookSuccess = "not-html"
 
     @field_validator("url_out")
     @classmethod

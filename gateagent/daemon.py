@@ -62,8 +62,6 @@ from gateagent.store import Store, Tap, iso
 from gateagent.supervise import Supervisor
 
 if TYPE_CHECKING:
-    import httpx
-
     from gateagent.metrics import Exporter
     from gateagent.uplink.client import Uploader
 
@@ -125,7 +123,6 @@ class Daemon:
         *,
         notifier: Notifier | None = None,
         sources: Callable[[Reader], Source] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._path = config_path
         self.settings = settings
@@ -133,7 +130,6 @@ class Daemon:
         self._notifier = notifier or Notifier(None)
         # A read a reader drops as garbage is "unreadable" at the gate too (issue 15).
         self._sources = sources or partial(source_for, on_garbage=self._garbage)
-        self._transport = transport
         self._readers: dict[str, _Running] = {}
         self._repeats = Repeats(log)
         self._supervisor = Supervisor()
@@ -334,7 +330,6 @@ class Daemon:
             self._uploader = Uploader(
                 self.settings.storage.path,
                 self.settings,
-                transport=self._transport,
                 on_state=self._state,
                 on_answer=self._answered,
             )
@@ -456,7 +451,7 @@ class Daemon:
         self._counts_stale = True
         self._feedback.recorded(tap)
         if self._uploader is not None:
-            self._uploader.wake(tap.seq)
+            self._uploader.wake(tap)
 
     def _answered(self, tap: Tap, outcome: Outcome) -> None:
         self._counts_stale = True

@@ -465,6 +465,15 @@ class Store:
             ).fetchall()
         return [_tap(row) for row in rows]
 
+    def pending_cards(self) -> set[str]:
+        """The cards with a pending tap: the uploader sends a fresh tap of any other card
+        first (core/schedule.py, "Fresh taps first")."""
+        with self._failing_as("read the cards of pending taps"):
+            rows = self._conn.execute(
+                "SELECT DISTINCT card_no FROM taps WHERE state = 'pending'"
+            ).fetchall()
+        return {row[0] for row in rows}
+
     def last_seq(self) -> int:
         """The newest tap's seq (0 for none): where the uploader's first flush ends."""
         with self._failing_as("read the newest tap"):

@@ -1,20 +1,24 @@
 """What a server's answer means for a tap: one table per uplink profile (SPEC "Uplink profiles").
 
-`classify(profile, status, body, statuses, success)` turns an HTTP status and body
-into an `Outcome`; transport failures (timeouts, refused connections) never reach it,
+`classify(profile, status, body, statuses, success, content_type)` turns an HTTP status
+and body into an `Outcome`; transport failures (timeouts, refused connections) never reach it,
 the HTTP boundary (`uplink/http.py`) turns them into `Retry` or `Paused` itself. Nothing
 here does I/O.
 
 Only the API's own answer settles a tap (SPEC "What counts as an answer"): a 2xx counts
 as delivered when its body has the profile's shape (integration: a JSON object holding
 `data`; absensi: a JSON object with `statusCode` and `payload`; webhook: the configured
-`success` rule). Any other 2xx is a captive portal, a proxy's page or a wrong URL: the
-uplink pauses as `paused-config` and the taps stay pending.
+`success` rule, by default anything but an HTML page). Any other 2xx is a captive
+portal, a proxy's page or a wrong URL: the uplink pauses as `paused-config` and the taps
+stay pending.
 
 Where SPEC's tables are silent this module errs towards keeping taps: an answer that
 says "this endpoint or our credentials are wrong" (401, a redirect, a 404 that is not
 the API's own JSON, any other 4xx that is not JSON, i.e. a proxy's HTML page) pauses the
 uplink instead of rejecting every tap one by one.
+
+The server's words (`_message`, a walk over up to 800 characters) are worked out only
+for an outcome that carries them: a delivered tap's answer is only parsed.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from typing import Any, Literal
 Profile = Literal["integration", "absensi", "webhook"]
 PausedState = Literal["paused-auth", "paused-config"]
 WebhookAnswer = Literal["delivered", "duplicate", "rejected", "auth", "transient"]
-# `[uplink.webhook] success`: what a webhook 2xx must look like to count as delivered.
-WebhookSuccess = Literal["any-2xx", "json"]
+# `[uplink.webhook] success`: what a webhook 2xx must look like to count as delivered:
+# not an HTML page (a captive portal's or a proxy's), any 2xx at all, or a JSON body.
+WebhookSuccess = Literal["not-html", "any-2xx", "json"]
 
 MESSAGE_MAX = 200
 # The start of every "this is not the API answering" pause (README "Networks").
@@ -88,17 +93,23 @@ def classify(
     status: int,
     body: bytes,
     statuses: Mapping[str, WebhookAnswer] | None = None,
-    success: WebhookSuccess = "any-2xx",
+    success: WebhookSuccess = "not-html",
+    *,
+    content_type: str = "",
 ) -> Outcome:
     """The outcome of one POST of one tap. `statuses` is the webhook status map,
-    `success` the webhook's rule for a 2xx; `body` may be only the start of the answer."""
+    `success` the webhook's rule for a 2xx, `content_type` the answer's Content-Type;
+    `body` may be only the start of the answer."""
     document = _json(body)
-    message = _message(document, body)
     if profile == "integration":
-        return _integration(status, document, message)
+        return _integration(status, document, body)
     if profile == "absensi":
-        return _absensi(status, document, message)
-    return _webhook(status, document, message, statuses or {}, success)
+        return _absensi(status, document, body)
+    # A captive portal or a proxy answers 200 with its HTML page: not the endpoint.
+    portal = (success == "not-html" and "html" in content_type.lower()) or (
+        success == "json" and document is None
+    )
+    return _webhook(status, document, body, statuses or {}, portal)
 
 
 def not_the_api(status: int, message: str) -> Paused:
@@ -122,15 +133,17 @@ def _transient(status: int, message: str) -> Retry:
     return Retry(f"http-{status}", message, status, ambiguous=status in (502, 504))
 
 
-def _integration(status: int, document: Any, message: str) -> Outcome:
-    lowered = message.lower()
-    if 200 <= status < 300:
+def _integration(status: int, document: Any, body: bytes) -> Outcome:
+    if 200 <= status < 300 and isinstance(document, dict) and "data" in document:
         # Seed 000: `{"data": {...}}`, `{"data": {}}` for a student who is not CURRENT.
-        if not isinstance(document, dict) or "data" not in document:
-            return not_the_api(status, message)
+        # The common case: no message is needed (nothing shows it).
         return _delivered(document["data"], "studentName", "attendanceStatus")
+    message = _message(document, body)
+    if 200 <= status < 300:
+        return not_the_api(status, message)
     if is_transient(status):
         return _transient(status, message)
+    lowered = message.lower()
     if status == 400 and "invalid authentication token" in lowered:
         return Paused("paused-auth", status, message)
     if status == 400 and "tomorrow" in lowered:
@@ -142,19 +155,20 @@ def _integration(status: int, document: Any, message: str) -> Outcome:
     return _unlisted(status, document, message)
 
 
-def _absensi(status: int, document: Any, message: str) -> Outcome:
+def _absensi(status: int, document: Any, body: bytes) -> Outcome:
     if 200 <= status < 300:
         # Seed 003: `{"statusCode": 201, "message": ..., "payload": {"user", "data"}}`.
         if not isinstance(document, dict) or "statusCode" not in document:
-            return not_the_api(status, message)
+            return not_the_api(status, _message(document, body))
         payload = document.get("payload")
         if not isinstance(payload, dict):
-            return not_the_api(status, message)
+            return not_the_api(status, _message(document, body))
         user = payload.get("user")
         record = payload.get("data") or payload.get("absensi")
         name = _text(user.get("name")) if isinstance(user, dict) else None
         kept = _text(record.get("keterangan")) if isinstance(record, dict) else None
         return Delivered(name, kept)
+    message = _message(document, body)
     if is_transient(status):
         return _transient(status, message)
     if status == 404 and isinstance(document, dict):
@@ -209,22 +223,18 @@ def webhook_answer(status: int, statuses: Mapping[str, WebhookAnswer]) -> Webhoo
 def _webhook(
     status: int,
     document: Any,
-    message: str,
+    body: bytes,
     statuses: Mapping[str, WebhookAnswer],
-    success: WebhookSuccess,
+    portal: bool,
 ) -> Outcome:
     answer = webhook_answer(status, statuses)
-    if (
-        answer in ("delivered", "duplicate")
-        and 200 <= status < 300
-        and success == "json"
-        and document is None
-    ):
-        return not_the_api(status, message)
+    if portal and answer in ("delivered", "duplicate") and 200 <= status < 300:
+        return not_the_api(status, _message(document, body))
     if answer == "delivered":
         return Delivered()
     if answer == "duplicate":
         return Delivered(duplicate=True)
+    message = _message(document, body)
     if answer == "rejected":
         return Rejected(f"http-{status}", status, message)
     if answer == "auth":

@@ -4,12 +4,12 @@ Rule 1 (as in h11's `_state.py`): every decision about which tap to send, when, 
 at once, and what an answer means for the uplink lives here; `uplink/client.py` only
 carries out the actions. Time is an argument, randomness the `Random` the caller passes.
 
-Events in: `recorded(seq)` (a tap was committed), `rescan()` (older taps became pending:
-held taps released, a requeue), `fetched(taps)` (a page of pending taps the shell read),
-`finished(seq, outcome)` (a request ended), `written(seqs)` (its answer is in the
-database), `reconfigure(rules)`, `stop()`. Actions out, one at a time from
-`next_action(now)`: `Fetch(after_seq)`, `Send(tap)`, `Wait(until)`, `Cancel(seqs)`,
-`Finished()`.
+Events in: `recorded(seq, tap)` (a tap was committed), `rescan()` (older taps became
+pending: held taps released, a requeue), `fetched(taps)` (a page of pending taps the shell
+read), `counted(cards)` (the cards with a pending tap), `finished(seq, outcome)` (a request
+ended), `written(seqs)` (its answer is in the database), `reconfigure(rules)`, `stop()`.
+Actions out, one at a time from `next_action(now)`: `Fetch(after_seq)`, `Count()`,
+`Send(tap)`, `Wait(until)`, `Cancel(seqs)`, `Finished()`.
 
 The rules (README "Delivery"):
 - Per-card order. A sweep walks the pending taps in the order they were recorded; a card
@@ -20,29 +20,41 @@ The rules (README "Delivery"):
   on a fixed grid (start, start + interval, ...), and a tap recorded after the latest
   flush waits for the next one (the horizon). With `0s` (and absensi) every tap is a
   flush of its own. Retries and a card's next taps go as soon as they may.
+- Fresh taps first. With `0s`, a tap recorded now whose card has no other pending tap
+  goes with the next free slot, before the rest of a sweep: a backlog (after an outage)
+  does not hold up the person tapping now, and no card's order changes. The cards with a
+  pending tap are known from the database (`Count`, at start and after a rescan) and
+  from each sweep that walked the whole backlog, plus every card recorded since.
 - Concurrency. `ok`: up to `concurrency` requests in flight. `retrying` / `paused-*`:
   one probe at a time, after the uplink's hold (backoff with full jitter, honouring
   `Retry-After`; slower for pauses). The first answer that is the API's own ends it, and
   with it every tap's backoff: what failed in an outage goes at once.
-- Ambiguous failures (timeout after sending, 502/504, connection lost after sending) may
-  still be running on the server, and the seed-000 server makes two check-ins of two
-  overlapping requests for one student. Such a tap is not sent again before
-  `ambiguous_wait_s` (the request timeout plus a margin) has passed, whatever else
-  happens: a success of another tap, a reload.
+- Failures during one outage are one failure: the requests in flight when the first of
+  them failed count no more (only a request sent after that failure, the probe, does), so
+  four requests failing together do not back off like four outages in a row; and a later
+  answer never moves the hold's end earlier (a `Retry-After` stays honoured).
+- Ambiguous failures (timeout after sending, 502/504, connection lost after sending, a
+  request cancelled at stop or abandoned) may still be running on the server, and the
+  seed-000 server makes two check-ins of two overlapping requests for one student. Such a
+  tap is not sent again before `ambiguous_wait_s` (the request timeout plus a margin) has
+  passed, whatever else happens: a success of another tap, a reload, a new scheduler
+  started with the old one's `guards()`.
 - Never give up: no tap is dropped for its age or its failures.
 - Stop: nothing new is sent; the requests in flight get until `FINISH_S`, then are
-  cancelled (their taps stay pending and go again next time: at least once).
+  cancelled (their taps stay pending and go again next time, after their guard: at least
+  once).
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
 
 from gateagent.core.answers import Outcome, Paused, Retry
-from gateagent.core.backoff import Backoff
+from gateagent.core.backoff import RETRY_AFTER_MAX_S, Backoff
 
 UplinkState = Literal["ok", "retrying", "paused-auth", "paused-config"]
 
@@ -91,6 +103,11 @@ class Fetch:
 
 
 @dataclass(frozen=True)
+class Count:
+    """Read the cards that have a pending tap and give them to `counted()`."""
+
+
+@dataclass(frozen=True)
 class Send(Generic[T]):
     """Start the request of this tap; report its end with `finished()`."""
 
@@ -116,7 +133,7 @@ class Finished:
     """Stopped: write the answers still unwritten and close."""
 
 
-Action = Fetch | Send[T] | Wait | Cancel | Finished
+Action = Fetch | Count | Send[T] | Wait | Cancel | Finished
 
 
 @dataclass
@@ -125,6 +142,9 @@ class _Sweep(Generic[T]):
     cursor: int = 0
     page: deque[T] | None = None  # None: the next page is still to be read
     last_page: bool = False
+    # The cards recorded since it began: with `seen` at its end, every card with a
+    # pending tap.
+    recorded: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -132,21 +152,35 @@ class _Flight:
     card_no: str
     started_at: float
     attempts: int  # the tap's attempts before this one, as fetched
+    round: int  # the uplink's failures counted when it was sent
 
 
 class Scheduler(Generic[T]):
     def __init__(
-        self, rules: Rules, now: float, latest_seq: int, rng: random.Random, page_size: int
+        self,
+        rules: Rules,
+        now: float,
+        latest_seq: int,
+        rng: random.Random,
+        page_size: int,
+        *,
+        guards: Mapping[int, float] | None = None,
     ) -> None:
+        """`guards`: an earlier scheduler's `guards()` (the uploader's run restarted):
+        those requests may still be running on the server."""
         self.rules = rules
         self.state: UplinkState = "ok"
         self.message = ""
         self._rng = rng
         self._page_size = page_size
         self._failures = 0
+        # Failures counted so far, never reset: a request failing in the round it was
+        # sent in counts, those of an earlier round (in flight when it failed) do not.
+        self._round = 0
         self._hold_until = 0.0
         self._retry_at: dict[int, float] = {}  # backoff: ends with the uplink's recovery
-        self._guard_until: dict[int, float] = {}  # ambiguous attempts: ends only with time
+        # Ambiguous attempts: ends only with time.
+        self._guard_until = {seq: at for seq, at in (guards or {}).items() if at > now}
         self._in_flight: dict[int, _Flight] = {}
         self._unwritten: dict[int, str] = {}
         # Taps with a seq above the horizon wait for the next flush; start is a flush.
@@ -155,25 +189,52 @@ class Scheduler(Generic[T]):
         self._flush_origin = now
         self._flushes = 1
         self._next_rescan = now + SWEEP_S
-        self._timer_at = float("inf")  # a retry, guard or hold ends: a sweep is due
+        # A retry, guard or hold ends: a sweep is due.
+        self._timer_at = min(self._guard_until.values(), default=float("inf"))
         self._sweep: _Sweep[T] | None = None
         self._want_sweep = True
         self._restart = False
         self._stop_at: float | None = None
+        # Cards that may have a pending tap (None: not known); fresh taps of the others
+        # go first, from `_fresh`. `_counting`: the cards recorded while a Count is read
+        # (None: none is), `_count_stale`: taps became pending since it was asked for.
+        self._busy: set[str] | None = None
+        self._counting: set[str] | None = None
+        self._count_stale = False
+        self._count_wanted = rules.flush_interval_s == 0
+        self._fresh: deque[T] = deque()
 
     # -- events --------------------------------------------------------------------
 
-    def recorded(self, seq: int) -> None:
+    def recorded(self, seq: int, tap: T | None = None) -> None:
+        """Tap `seq` was committed; `tap` is it when it is pending (not held or ignored)."""
         self._latest = max(self._latest, seq)
         if self.rules.flush_interval_s == 0:
             self._horizon = self._latest
             self._want_sweep = True
+        if tap is None:
+            return
+        card = tap.card_no
+        if self.rules.flush_interval_s == 0 and self._busy is not None and card not in self._busy:
+            self._fresh.append(tap)
+        sweep_recorded = self._sweep.recorded if self._sweep is not None else None
+        for cards in (self._busy, self._counting, sweep_recorded):
+            if cards is not None:
+                cards.add(card)
+
+    def counted(self, cards: set[str] | None) -> None:
+        """The cards with a pending tap, as the database has them (None: not read)."""
+        if self._counting is not None and cards is not None and not self._count_stale:
+            self._busy = cards | self._counting
+        self._counting = None
 
     def rescan(self) -> None:
         """Taps older than the sweep's position became pending: sweep again from the
         oldest, so they keep their place in card order."""
         self._want_sweep = True
         self._restart = True
+        # Their cards are not known: no fresh tap may overtake them.
+        self._forget_busy()
 
     def fetched(self, taps: list[T]) -> None:
         sweep = self._sweep
@@ -189,21 +250,29 @@ class Scheduler(Generic[T]):
             return False  # cancelled at stop; its answer is not taken
         self._unwritten[seq] = flight.card_no
         rules = self.rules
+        if isinstance(outcome, Retry | Paused):
+            hold = 0.0
+            if flight.round == self._round:
+                # The first failure since this request was sent: a hold of its own.
+                self._failures += 1
+                self._round += 1
+                backoff = rules.backoff if isinstance(outcome, Retry) else rules.pause_backoff
+                hold = now + backoff.delay(self._failures, retry_after_s, self._rng)
+            elif retry_after_s is not None:
+                # In flight when the outage was counted: only the server's own wish
+                # lengthens the hold.
+                hold = now + min(retry_after_s, RETRY_AFTER_MAX_S)
+            if hold > self._hold_until:
+                self._hold_until = hold
+                self._timer_at = min(self._timer_at, hold)
         if isinstance(outcome, Retry):
             attempt = flight.attempts + 1
             self._retry_at[seq] = now + rules.backoff.delay(attempt, retry_after_s, self._rng)
             if outcome.ambiguous:
                 self._guard_until[seq] = now + rules.ambiguous_wait_s
-            self._failures += 1
-            self._hold_until = now + rules.backoff.delay(self._failures, retry_after_s, self._rng)
-            self._timer_at = min(self._timer_at, self._retry_at[seq], self._hold_until)
+            self._timer_at = min(self._timer_at, self._retry_at[seq])
             return self._set_state("retrying", f"{outcome.reason} {outcome.message}".strip())
         if isinstance(outcome, Paused):
-            self._failures += 1
-            self._hold_until = now + rules.pause_backoff.delay(
-                self._failures, retry_after_s, self._rng
-            )
-            self._timer_at = min(self._timer_at, self._hold_until)
             return self._set_state(outcome.state, outcome.message)
         # The API answered about this tap: the server is back. Taps that failed in the
         # outage go at once (their backoff was about the server, not about them).
@@ -228,6 +297,7 @@ class Scheduler(Generic[T]):
             self._flush_origin, self._flushes = now, 0
             self._horizon = self._latest
             self._want_sweep = True
+            self._forget_busy()
         if new_endpoint:
             self._retry_at.clear()
             self._failures = 0
@@ -237,6 +307,16 @@ class Scheduler(Generic[T]):
     def stop(self, now: float) -> None:
         if self._stop_at is None:
             self._stop_at = now + FINISH_S
+        self._fresh.clear()
+
+    def abandon(self, now: float) -> tuple[int, ...]:
+        """The requests in flight are given up (the uploader's run ended by an error):
+        their taps stay pending, guarded like an ambiguous failure."""
+        seqs = tuple(self._in_flight)
+        self._in_flight.clear()
+        for seq in seqs:
+            self._guard_until[seq] = now + self.rules.ambiguous_wait_s
+        return seqs
 
     # -- queries -------------------------------------------------------------------
 
@@ -248,6 +328,11 @@ class Scheduler(Generic[T]):
 
     def in_flight(self) -> int:
         return len(self._in_flight)
+
+    def guards(self, now: float) -> dict[int, float]:
+        """The taps not to be sent before a time (ambiguous attempts), for a scheduler
+        that takes over from this one."""
+        return {seq: at for seq, at in self._guard_until.items() if at > now}
 
     def overdue(self, now: float) -> list[int]:
         """Requests running well past their total deadline: something is stuck."""
@@ -261,11 +346,26 @@ class Scheduler(Generic[T]):
             if not self._in_flight:
                 return Finished()
             if now >= self._stop_at:
-                seqs = tuple(self._in_flight)
-                self._in_flight.clear()
-                return Cancel(seqs)
+                # A cancelled request may still be running on the server.
+                return Cancel(self.abandon(now))
             return Wait(self._stop_at)
         self._timers(now)
+        return self._before_sweep(now) or self._sweep_on(now)
+
+    def _before_sweep(self, now: float) -> Count | Send[T] | None:
+        if self._count_wanted and self._counting is None:
+            self._count_wanted = self._count_stale = False
+            self._counting = set()
+            return Count()
+        if self._fresh and len(self._in_flight) < self.capacity(now):
+            tap = self._fresh.popleft()
+            self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts, self._round)
+            if self._sweep is not None:
+                self._sweep.seen.add(tap.card_no)  # the sweep meets it later: skipped
+            return Send(tap)
+        return None
+
+    def _sweep_on(self, now: float) -> Action[T]:
         while True:
             sweep = self._sweep
             if sweep is None or self._restart:
@@ -277,6 +377,9 @@ class Scheduler(Generic[T]):
                 return Fetch(sweep.cursor)
             if not sweep.page:
                 if sweep.last_page:
+                    if self._counting is None and self.rules.flush_interval_s == 0:
+                        # It met every pending tap's card (or holds it since it began).
+                        self._busy = sweep.seen | sweep.recorded
                     self._end_sweep(now)
                     continue
                 sweep.page = None
@@ -290,7 +393,7 @@ class Scheduler(Generic[T]):
             if tap.card_no not in sweep.seen and self._due(tap.seq, now):
                 if len(self._in_flight) >= self.capacity(now):
                     return Wait(self._wake_at())  # the sweep goes on when a slot frees
-                self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts)
+                self._in_flight[tap.seq] = _Flight(tap.card_no, now, tap.attempts, self._round)
                 sweep.seen.add(tap.card_no)
                 self._step(sweep, tap)
                 return Send(tap)
@@ -304,6 +407,12 @@ class Scheduler(Generic[T]):
         assert sweep.page is not None
         sweep.page.popleft()
         sweep.cursor = tap.seq
+
+    def _forget_busy(self) -> None:
+        self._fresh.clear()
+        self._busy = None
+        self._count_stale = self._counting is not None
+        self._count_wanted = self.rules.flush_interval_s == 0
 
     def _due(self, seq: int, now: float) -> bool:
         return self._retry_at.get(seq, 0.0) <= now and self._guard_until.get(seq, 0.0) <= now

@@ -5,6 +5,16 @@ for the uplink; this module only carries out its actions (read a page of pending
 start a request, wait, cancel) and tells it what happened. Its rules are in the
 scheduler's docstring and the README's "Delivery" section.
 
+Each request runs on a worker thread (`_Workers`) through the blocking HTTP boundary
+(`uplink/http.py`): httpx's synchronous transport costs about half the instructions of
+its asyncio one (README "Performance"). The thread hands its `Reply` back to the loop;
+the loop alone talks to the scheduler. A request's total deadline is kept in the thread
+(every socket wait is bounded by it) and, should a thread hang where no socket wait can
+be bounded (a name lookup), on the loop: at the deadline plus `BACKSTOP_S` the request is
+given up as timed out. A cancelled request (a stop, the end of a run) has its socket shut
+down, which ends its thread at once; its tap stays guarded like an ambiguous failure,
+also for the scheduler of the uploader's next run (`Scheduler(guards=...)`).
+
 All SQLite work runs in the uploader's own `DbThread`, so a locked or slow database
 delays deliveries, never the event loop. Page reads and answer writes go through that
 one thread in order, so a page never shows as pending a tap whose answer was written
@@ -20,24 +30,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
-
 from gateagent import logs
-from gateagent.config import Config
+from gateagent.clock import BOOT_ID_PATH
+from gateagent.config import Config, Uplink
 from gateagent.core.answers import Delivered, Outcome, Rejected, Retry
 from gateagent.core.backoff import Backoff
 from gateagent.core.schedule import (
     PAUSE_BACKOFF,
     Cancel,
+    Count,
     Fetch,
     Finished,
     Rules,
@@ -67,6 +80,11 @@ ABSENSI_LATE_S = 60.0
 # The keys that only say how to send, not where: a change of any other [uplink] key is a
 # new endpoint, tried at once.
 _TIMING_KEYS = {"flush_interval", "concurrency", "timeout", "ambiguous_margin"}
+# The meta key of the guards a stop leaves to the next process of this boot.
+GUARDS_KEY = "uplink_guards"
+# A request whose thread has not answered this long after its deadline (a name lookup
+# hangs: no socket wait to bound) is given up by the loop, so the watchdog never sees it.
+BACKSTOP_S = 1.0
 
 
 class _Failed:
@@ -76,10 +94,65 @@ class _Failed:
 FAILED = _Failed()
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
+class _Client:
+    """One HTTP client and the requests its threads still run; closed once retired and
+    unused."""
+
+    http: http.Client
+    running: int = 0
+    retired: bool = False
+
+    def release(self) -> None:
+        self.running -= 1
+        if self.retired and self.running == 0:
+            self.http.close()
+
+    def retire(self) -> None:
+        self.retired = True
+        if self.running == 0:
+            self.http.close()
+
+
+@dataclass(eq=False)
 class _Request:
-    task: asyncio.Task[None]
-    client: httpx.AsyncClient
+    tap: Tap
+    call: http.Call
+    client: _Client
+    backstop: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class _Workers:
+    """The threads that run requests: daemon threads (a request that hangs never holds up
+    the process's exit), one more started whenever none is idle."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads = 0
+
+    def run(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                self._threads += 1
+                threading.Thread(target=self._work, name="uplink-http", daemon=True).start()
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job()
+            with self._lock:
+                self._idle += 1
+
+    def close(self) -> None:
+        """Each thread ends after its current job (a cancelled request's ends at once)."""
+        with self._lock:
+            threads, self._threads, self._idle = self._threads, 0, 0
+        for _ in range(threads):
+            self._jobs.put(None)
 
 
 class Uploader:
@@ -90,7 +163,6 @@ class Uploader:
         *,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        transport: httpx.AsyncBaseTransport | None = None,
         on_state: Callable[[str, str], None] | None = None,
         on_answer: Callable[[Tap, Outcome], None] | None = None,
         backoff: Backoff | None = None,
@@ -100,7 +172,6 @@ class Uploader:
         _guard(settings)
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self._monotonic = monotonic
-        self._transport = transport
         self._on_state = on_state
         # Each server answer, as it arrives (feedback at the gate: the verdict).
         self._on_answer = on_answer
@@ -115,12 +186,17 @@ class Uploader:
         self._latest = 0  # recorded before the scheduler exists
         self._rescan = False
         self._event = asyncio.Event()
-        self._client: httpx.AsyncClient | None = None
+        self._client: _Client | None = None
+        self._clients: set[_Client] = set()
+        self._workers: _Workers | None = None
         self._requests: dict[int, _Request] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        # Taps not to be sent before a time (ambiguous or cancelled attempts), kept from
+        # one run to the next: the server may still be working on them.
+        self._guards: dict[int, float] = {}
         self._answers: list[tuple[Tap, Outcome]] = []
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._stop_told = False
         self._failed_once = False
 
     # -- wiring --------------------------------------------------------------------
@@ -134,12 +210,12 @@ class Uploader:
         """What the server (or the network) last said of a failure; "" when ok."""
         return self._scheduler.message if self._scheduler is not None else ""
 
-    def wake(self, seq: int) -> None:
-        """Tap `seq` was recorded."""
+    def wake(self, tap: Tap) -> None:
+        """`tap` was recorded."""
         if self._scheduler is None:
-            self._latest = max(self._latest, seq)
+            self._latest = max(self._latest, tap.seq)
         else:
-            self._scheduler.recorded(seq)
+            self._scheduler.recorded(tap.seq, tap if tap.state == "pending" else None)
         self._event.set()
 
     def rescan(self) -> None:
@@ -172,33 +248,47 @@ class Uploader:
         if self._client is not None and new != old:
             # A new timeout, concurrency, trust or proxy takes effect with the next
             # request; the old client closes once its requests have ended.
-            self._retire(self._client)
-            self._client = http.client(new, self._transport, device=settings.device.name)
+            self._client.retire()
+            self._client = self._new_client()
         self._event.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Send until `stopping` is set, then finish (or abandon) the requests in flight.
 
         Runs again after an error (the supervisor restarts it): each run has its own
-        database thread, scheduler and client; answers not written by the end of a run are
-        dropped (logged), and their taps sent again."""
+        database thread, worker threads, scheduler and client; answers not written by the
+        end of a run are dropped (logged), and their taps sent again, but not before the
+        guard of a request that may still be running on the server."""
         self._db = DbThread(self._path, "uplink-db")
+        self._workers = _Workers()
         self._closing = False
+        self._stop_told = False
+        # `stopping` wakes the waits below as any other event does.
+        relay = asyncio.ensure_future(_relay(stopping, self._event))
         try:
-            latest = await self._until_read(stopping, lambda store: store.last_seq())
-            if latest is None:
+            read = await self._until_read(
+                stopping, lambda store: (store.last_seq(), store.meta().get(GUARDS_KEY))
+            )
+            if read is None:
                 return
+            latest, kept = read
+            now = self._monotonic()
+            self._guards = {**_kept_guards(kept, now), **self._guards}
             scheduler = Scheduler[Tap](
-                self._rules(), self._monotonic(), max(latest, self._latest), self._rng, PAGE
+                self._rules(),
+                now,
+                max(latest, self._latest),
+                self._rng,
+                PAGE,
+                guards=self._guards,
             )
             if self._rescan:
                 scheduler.rescan()
             self._scheduler = scheduler
-            self._client = http.client(
-                self._settings.uplink, self._transport, device=self._settings.device.name
-            )
+            self._client = self._new_client()
             await self._carry_out(scheduler, stopping)
         finally:
+            relay.cancel()
             await self._close()
 
     # -- carrying out the scheduler's actions ----------------------------------------
@@ -208,6 +298,7 @@ class Uploader:
             now = self._monotonic()
             if stopping.is_set():
                 scheduler.stop(now)
+                self._stop_told = True
             action = scheduler.next_action(now)
             if isinstance(action, Fetch):
                 page = await self._call(_page(action.after_seq))
@@ -215,6 +306,10 @@ class Uploader:
                     await self._wait(stopping, now + DB_RETRY_S)
                 else:
                     scheduler.fetched(page)
+            elif isinstance(action, Count):
+                cards = await self._call(lambda store: store.pending_cards())
+                # Not read: the next sweep that walks the whole backlog counts them.
+                scheduler.counted(None if isinstance(cards, _Failed) else cards)
             elif isinstance(action, Send):
                 self._start(action.tap)
             elif isinstance(action, Wait):
@@ -222,23 +317,22 @@ class Uploader:
             elif isinstance(action, Cancel):
                 # Abandoned: their taps stay pending and are sent again next time.
                 for seq in action.seqs:
-                    self._requests.pop(seq).task.cancel()
+                    self._cancel(self._requests.pop(seq))
             else:
                 assert isinstance(action, Finished)
                 return
 
     async def _wait(self, stopping: asyncio.Event, until: float) -> None:
-        """Until `until`, or until an event may change the scheduler's mind."""
+        """Until `until`, or until an event may change the scheduler's mind (a stop is
+        one: `_relay`). One awaited event and a timer, no task: this runs once or twice
+        per request."""
+        if stopping.is_set() and not self._stop_told:
+            return  # the stop is news: the caller acts on it first
         self._event.clear()
-        waits = [asyncio.ensure_future(self._event.wait())]
-        if not stopping.is_set():
-            waits.append(asyncio.ensure_future(stopping.wait()))
-        try:
-            timeout = max(0.0, until - self._monotonic())
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
+        timeout = None if until == float("inf") else max(0.0, until - self._monotonic())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
 
     async def _until_read(self, stopping: asyncio.Event, work: Callable[[Store], T]) -> T | None:
         while not stopping.is_set():
@@ -279,27 +373,74 @@ class Uploader:
 
     # -- one request ---------------------------------------------------------------
 
-    def _start(self, tap: Tap) -> None:
-        assert self._client is not None
-        task = asyncio.ensure_future(self._send(tap, self._client))
-        self._requests[tap.seq] = _Request(task, self._client)
-
-    async def _send(self, tap: Tap, client: httpx.AsyncClient) -> None:
+    def _new_client(self) -> _Client:
         settings = self._settings
+        made = _Client(http.client(settings.uplink, device=settings.device.name))
+        self._clients.add(made)
+        return made
+
+    def _start(self, tap: Tap) -> None:
+        assert self._client is not None and self._workers is not None
+        uplink, device = self._settings.uplink, self._settings.device.name
+        client = self._client
+        client.running += 1
+        call = http.Call(uplink.timeout)
+        request = _Request(tap, call, client)
+        self._requests[tap.seq] = request
+        loop = asyncio.get_running_loop()
+        request.backstop = loop.call_later(
+            uplink.timeout + BACKSTOP_S, self._overdue, tap.seq, request
+        )
+
+        def send() -> None:  # on a worker thread
+            reply = self._send(tap, client.http, uplink, device, call)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the process ends
+                loop.call_soon_threadsafe(self._sent, request, reply)
+
+        self._workers.run(send)
+
+    def _send(
+        self, tap: Tap, client: http.Client, uplink: Uplink, device: str, call: http.Call
+    ) -> http.Reply:
         try:
-            request = build(tap, settings.uplink, settings.device.name)
-            reply = await http.post(client, request, settings.uplink)
+            return http.post(client, build(tap, uplink, device), uplink, call)
         except Exception as exc:
             # A bug below the boundary: accounted like any failure (issue 11 item 8:
             # unaccounted, the tap was sent again at once, over and over). It may have
             # reached the server, so it counts as ambiguous.
             if not self._failed_once:
-                log.error("sending a tap failed", exc_info=exc)  # the traceback once
                 self._failed_once = True
+                log.error("sending a tap failed", exc_info=exc)  # the traceback once
             text = logs.redact(f"{type(exc).__name__}: {exc}")
-            reply = http.Reply(Retry("internal-error", text, ambiguous=True))
-        self._requests.pop(tap.seq, None)
-        self._finished(tap, reply)
+            return http.Reply(Retry("internal-error", text, ambiguous=True))
+
+    def _sent(self, request: _Request, reply: http.Reply) -> None:
+        """A worker thread's answer, on the loop."""
+        request.client.release()
+        if self._requests.get(request.tap.seq) is not request:
+            return  # cancelled or given up meanwhile: its answer is not taken
+        del self._requests[request.tap.seq]
+        if request.backstop is not None:
+            request.backstop.cancel()
+        self._finished(request.tap, reply)
+
+    def _overdue(self, seq: int, request: _Request) -> None:
+        """The thread did not end its request by the deadline: given up as timed out."""
+        if self._requests.get(seq) is not request:
+            return
+        del self._requests[seq]
+        request.call.cancel()
+        timeout = self._settings.uplink.timeout
+        if request.call.sent:
+            outcome = Retry("timeout", f"no complete answer within {timeout:g}s", ambiguous=True)
+        else:
+            outcome = Retry("timeout", f"no connection within {timeout:g}s")
+        self._finished(request.tap, http.Reply(outcome))
+
+    def _cancel(self, request: _Request) -> None:
+        request.call.cancel()
+        if request.backstop is not None:
+            request.backstop.cancel()
 
     def _finished(self, tap: Tap, reply: http.Reply) -> None:
         scheduler = self._scheduler
@@ -322,18 +463,6 @@ class Uploader:
         self._event.set()
         if self._on_answer is not None:
             self._on_answer(tap, outcome)
-
-    def _retire(self, client: httpx.AsyncClient) -> None:
-        using = [request.task for request in self._requests.values() if request.client is client]
-
-        async def retire() -> None:
-            if using:
-                await asyncio.wait(using)
-            await client.aclose()
-
-        task = asyncio.ensure_future(retire())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
 
     # -- answers -------------------------------------------------------------------
 
@@ -366,9 +495,15 @@ class Uploader:
 
     async def _close(self) -> None:
         # After a stop nothing is in flight; after an error the requests are abandoned
-        # (their taps stay pending).
+        # (their taps stay pending, guarded: the server may still be working on them).
+        scheduler = self._scheduler
+        if scheduler is not None:
+            now = self._monotonic()
+            scheduler.abandon(now)
+            self._guards = scheduler.guards(now)
         for request in self._requests.values():
-            request.task.cancel()
+            self._cancel(request)
+        self._requests.clear()
         self._closing = True
         if self._writer is not None:
             await self._writer
@@ -378,14 +513,19 @@ class Uploader:
                 len(self._answers),
             )
             self._answers = []
-        if self._client is not None:
-            self._retire(self._client)
-        if self._retiring:
-            await asyncio.wait(self._retiring)
+        if scheduler is not None and (kept := _guards_kept(self._guards)) is not None:
+            # For the next process too: a restart takes about a second.
+            await self._call(lambda store: store.set_meta(GUARDS_KEY, kept))
+        # The threads of cancelled requests end on their own (their sockets are shut
+        # down); the connections close now, under them if need be.
+        for client in self._clients:
+            client.http.close()
+        self._clients.clear()
+        self._client = None
+        if self._workers is not None:
+            self._workers.close()
         # Taps recorded from now on wait for the next run's scheduler (a restart).
         self._scheduler = None
-        self._requests.clear()
-        self._client = None
         if self._db is not None:
             with contextlib.suppress(StoreError):
                 await self._db.close()
@@ -435,12 +575,44 @@ class Uploader:
         )
 
 
+async def _relay(stopping: asyncio.Event, event: asyncio.Event) -> None:
+    await stopping.wait()
+    event.set()
+
+
 def _page(after_seq: int) -> Callable[[Store], list[Tap]]:
     return lambda store: store.pending(after_seq, PAGE)
 
 
 def _settle(answers: list[Answer], now: datetime) -> Callable[[Store], None]:
     return lambda store: store.settle(answers, now)
+
+
+def _boot_id() -> str | None:
+    try:
+        return BOOT_ID_PATH.read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+
+
+def _guards_kept(guards: dict[int, float]) -> str | None:
+    """The guards as the meta table keeps them: monotonic times, which hold for every
+    process of one boot (CLOCK_MONOTONIC), with that boot's id."""
+    boot = _boot_id()
+    if boot is None:
+        return None
+    return json.dumps({"boot_id": boot, "until": {str(seq): at for seq, at in guards.items()}})
+
+
+def _kept_guards(kept: str | None, now: float) -> dict[int, float]:
+    """The guards an earlier process of this boot left, those still running."""
+    try:
+        data = json.loads(kept or "{}")
+        if data.get("boot_id") != _boot_id():
+            return {}
+        return {int(seq): float(at) for seq, at in data["until"].items() if float(at) > now}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}  # not ours or damaged: a guard is a courtesy to the server, not a tap
 
 
 def _guard(settings: Config) -> None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateagent.config import Webhook
 from gateagent.core.answers import (
     MESSAGE_MAX,
     NOT_THE_API,
@@ -358,23 +359,41 @@ def test_nestjs_and_nginx_shapes(status: int, answer: bytes, outcome: Outcome) -
 
 
 @pytest.mark.parametrize(
-    ("success", "answer", "delivered"),
+    ("success", "answer", "content_type", "delivered"),
     [
-        ("any-2xx", PORTAL, True),
-        ("any-2xx", b"", True),
-        ("json", body({"id": "att_000001"}), True),
-        ("json", body([1]), True),
-        ("json", PORTAL, False),
-        ("json", b"", False),
+        # Issue 14 item 2: the default counted a captive portal's page as delivered.
+        ("not-html", PORTAL, "text/html; charset=utf-8", False),
+        ("not-html", PORTAL, "application/xhtml+xml", False),
+        ("not-html", b"OK", "text/plain", True),
+        ("not-html", b"", "", True),
+        ("not-html", body({"id": "att_000001"}), "application/json", True),
+        # The site says any 2xx is its endpoint's, an HTML page too.
+        ("any-2xx", PORTAL, "text/html", True),
+        ("any-2xx", b"", "", True),
+        ("json", body({"id": "att_000001"}), "application/json", True),
+        ("json", body([1]), "application/json", True),
+        ("json", PORTAL, "text/html", False),
+        ("json", PORTAL, "", False),
+        ("json", b"", "", False),
     ],
 )
-def test_webhook_success_rule(success: str, answer: bytes, delivered: bool) -> None:
-    outcome = classify("webhook", 200, answer, {}, success)  # type: ignore[arg-type]
+def test_webhook_success_rule(
+    success: str, answer: bytes, content_type: str, delivered: bool
+) -> None:
+    outcome = classify("webhook", 200, answer, {}, success, content_type=content_type)  # type: ignore[arg-type]
     if delivered:
         assert outcome == Delivered()
     else:
         assert isinstance(outcome, Paused)
         assert outcome.message.startswith(NOT_THE_API)
+
+
+def test_webhook_html_pauses_by_default() -> None:
+    outcome = classify("webhook", 200, PORTAL, content_type="text/html")
+    assert outcome == not_api(200, "Guest Wi-Fi \u2013 Login")
+    assert Webhook().success == "not-html"
+    # Only a 2xx is taken for a delivery: an HTML 409 is still the map's duplicate.
+    assert classify("webhook", 409, PORTAL, content_type="text/html") == Delivered(duplicate=True)
 
 
 def test_webhook_duplicate_follows_the_success_rule_only_on_2xx() -> None:

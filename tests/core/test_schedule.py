@@ -2,8 +2,9 @@
 
 The machine plays the uploader's shell and the server: it records taps, answers the
 scheduler's actions (a page of pending taps, a request), finishes requests with any
-outcome, writes answers, moves the clock, reloads, rescans and stops, in any order.
-Time only moves the way the shell moves it: to the end of a `Wait`, or by an event.
+outcome, writes answers, moves the clock, reloads, rescans, restarts the uploader's run
+(a new scheduler after an error) and stops, in any order. Time only moves the way the
+shell moves it: to the end of a `Wait`, or by an event.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gateagent.core.backoff import Backoff
 from gateagent.core.schedule import (
     FINISH_S,
     Cancel,
+    Count,
     Fetch,
     Finished,
     Rules,
@@ -78,10 +80,13 @@ class Delivery(RuleBasedStateMachine):
         self.server: dict[int, float] = {}  # seq -> sent at
         self.unwritten: dict[int, Outcome] = {}
         self.guard: dict[int, float] = {}  # seq -> not to be sent again before
+        # No probe before this while failing: the longest Retry-After of the outage.
+        self.retry_after_until = 0.0
         self.eras: list[tuple[float, float]] = []  # (from, flush interval)
         self.concurrency = 1
         self.state = "ok"
         self.stop_at: float | None = None
+        self.counting = False  # a Count is being read
         self.done = False
         self.scheduler: Scheduler[ModelTap] | None = None
 
@@ -110,7 +115,19 @@ class Delivery(RuleBasedStateMachine):
     @rule(card_no=st.sampled_from(CARDS))
     def record(self, card_no: str) -> None:
         assert self.scheduler is not None
-        self.scheduler.recorded(self._new_tap(card_no).seq)
+        tap = self._new_tap(card_no)
+        self.scheduler.recorded(tap.seq, tap)
+        self._act()
+
+    @precondition(lambda self: self.counting)
+    @rule(read=st.booleans())
+    def count(self, read: bool) -> None:
+        """The database answers a Count: the cards of the taps not settled yet (or the
+        read failed)."""
+        assert self.scheduler is not None
+        self.counting = False
+        cards = {tap.card_no for tap in self.taps.values() if not tap.settled}
+        self.scheduler.counted(cards if read else None)
         self._act()
 
     @precondition(lambda self: self.scheduler is not None)
@@ -129,12 +146,15 @@ class Delivery(RuleBasedStateMachine):
         self.unwritten[seq] = outcome
         if isinstance(outcome, Retry) and outcome.ambiguous:
             self.guard[seq] = self.now + AMBIGUOUS_WAIT_S
+        if isinstance(outcome, Retry | Paused) and retry_after is not None:
+            self.retry_after_until = max(self.retry_after_until, self.now + retry_after)
         if isinstance(outcome, Retry):
             self.state = "retrying"
         elif isinstance(outcome, Paused):
             self.state = outcome.state
         else:
             self.state = "ok"
+            self.retry_after_until = 0.0
         assert self.scheduler.state == self.state
         self._act()
 
@@ -168,7 +188,36 @@ class Delivery(RuleBasedStateMachine):
         self.scheduler.reconfigure(rules(concurrency, interval), self.now, new_endpoint)
         if interval != self.eras[-1][1]:
             self.eras.append((self.now, interval))
+        if new_endpoint:
+            self.retry_after_until = 0.0  # the old endpoint's wish is not the new one's
         self.concurrency = concurrency
+        self._act()
+
+    @precondition(lambda self: self.scheduler is not None and self.stop_at is None)
+    @rule(seed=st.integers(0, 2**32))
+    def restart(self, seed: int) -> None:
+        """The uploader's run ended by an error and the supervisor started a new one: the
+        requests in flight are abandoned, answers not yet written are lost, and the new
+        scheduler starts from the database with the old one's guards."""
+        old = self.scheduler
+        assert old is not None
+        for seq in old.abandon(self.now):
+            del self.server[seq]
+            self.guard[seq] = self.now + AMBIGUOUS_WAIT_S
+        self.unwritten.clear()
+        self.counting = False
+        interval = self.eras[-1][1]
+        self.eras.append((self.now, interval))  # a new scheduler's start is a flush
+        self.state = "ok"
+        self.retry_after_until = 0.0
+        self.scheduler = Scheduler(
+            rules(self.concurrency, interval),
+            self.now,
+            len(self.taps),
+            random.Random(seed),
+            PAGE,
+            guards=old.guards(self.now),
+        )
         self._act()
 
     @precondition(lambda self: self.scheduler is not None and self.stop_at is None)
@@ -206,6 +255,8 @@ class Delivery(RuleBasedStateMachine):
                 self.state = "ok"
             if self.unwritten:
                 self.write()
+            if self.counting:
+                self.count(read=True)
             if all(tap.settled for tap in self.taps.values()):
                 return
             wait = self._act()
@@ -248,6 +299,9 @@ class Delivery(RuleBasedStateMachine):
                     if seq > action.after_seq and not tap.settled
                 ]
                 self.scheduler.fetched(pending[:PAGE])
+            elif isinstance(action, Count):
+                assert not self.counting, "a second Count while one is read"
+                self.counting = True
             elif isinstance(action, Send):
                 self._check_send(action.tap)
                 self.server[action.tap.seq] = self.now
@@ -255,6 +309,8 @@ class Delivery(RuleBasedStateMachine):
                 assert self.stop_at is not None
                 for seq in action.seqs:
                     del self.server[seq]
+                    # A cancelled request may still be running on the server.
+                    self.guard[seq] = self.now + AMBIGUOUS_WAIT_S
             elif isinstance(action, Finished):
                 assert self.stop_at is not None
                 assert not self.server
@@ -277,6 +333,7 @@ class Delivery(RuleBasedStateMachine):
             assert len(self.server) < self.concurrency, "over the concurrency"
         else:
             assert not self.server, "more than one probe while the server fails"
+            assert self.now >= self.retry_after_until, "a probe before the server's Retry-After"
         assert self.now >= self.guard.get(tap.seq, 0.0), "overlaps an ambiguous attempt"
         assert self.now >= self._flushed_at(tap), "sent before the flush after its recording"
 
@@ -318,6 +375,8 @@ def run_until_wait(
         action = sched.next_action(now)
         if isinstance(action, Fetch):
             sched.fetched([tap for tap in pending if tap.seq > action.after_seq][:PAGE])
+        elif isinstance(action, Count):
+            sched.counted({tap.card_no for tap in pending})
         elif isinstance(action, Send):
             sent.append(action.tap)
         else:
@@ -406,3 +465,115 @@ def test_a_request_past_its_deadline_is_overdue() -> None:
     run_until_wait(sched, 0.0, [tap])
     assert sched.overdue(14.0) == []
     assert sched.overdue(15.5) == [1]
+
+
+class Top(random.Random):
+    """Full jitter at its top: every delay is the longest the backoff allows."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_failures_in_flight_together_count_once() -> None:
+    # Issue 14: four requests failing in one outage counted four failures, so the probe
+    # waited as after a fourth outage in a row (4 s here) instead of after the first.
+    taps = [ModelTap(seq, card, 0, 0.0) for seq, card in enumerate(CARDS, 1)]
+    sched = Scheduler(rules(4, 0.0), 0.0, len(taps), Top(), PAGE)
+    assert run_until_wait(sched, 0.0, taps)[0] == taps
+    for tap in taps:
+        sched.finished(tap.seq, Retry("http-503", "", 503), None, 1.0)
+        tap.attempts = 1
+    sched.written([tap.seq for tap in taps])
+    assert run_until_wait(sched, 1.0, taps) == ([], Wait(1.5))
+    # One probe once the first failure's hold (0.5 s) has passed.
+    assert run_until_wait(sched, 1.5, taps)[0] == taps[:1]
+
+
+def test_a_later_failure_never_shortens_the_hold() -> None:
+    # Issue 14: each failure overwrote the hold, so a 503 right after a 429 asking for
+    # 3 s brought the probe forward to 1 s.
+    taps = [ModelTap(1, "A", 0, 0.0), ModelTap(2, "B", 0, 0.0)]
+    sched = Scheduler(rules(4, 0.0), 0.0, len(taps), Top(), PAGE)
+    run_until_wait(sched, 0.0, taps)
+    sched.finished(1, Retry("http-429", "", 429), 3.0, 1.0)
+    sched.finished(2, Retry("http-503", "", 503), None, 1.0)
+    sched.written([1, 2])
+    for tap in taps:
+        tap.attempts = 1
+    assert run_until_wait(sched, 2.0, taps)[0] == []  # B is due, the server's hold is not over
+    assert run_until_wait(sched, 4.0, taps)[0] == taps[1:]  # the probe
+
+
+def test_a_new_scheduler_keeps_the_guards_of_the_old() -> None:
+    # Issue 14 item 1: a request cancelled at stop or abandoned by a restarted run was
+    # sent again at once by the next run, while the server might still be running it.
+    taps = [ModelTap(1, "A", 0, 0.0), ModelTap(2, "B", 0, 0.0)]
+    old = scheduler(*taps)
+    run_until_wait(old, 0.0, taps)
+    old.stop(1.0)
+    old.finished(2, Delivered(), None, 2.0)  # B's answer comes in time
+    assert old.next_action(1.0 + FINISH_S) == Cancel((1,))
+    new = Scheduler(rules(4, 0.0), 7.0, 2, random.Random(1), PAGE, guards=old.guards(7.0))
+    assert run_until_wait(new, 7.0, taps[:1]) == ([], Wait(1.0 + FINISH_S + AMBIGUOUS_WAIT_S))
+    assert run_until_wait(new, 1.0 + FINISH_S + AMBIGUOUS_WAIT_S, taps[:1])[0] == taps[:1]
+
+
+def test_an_abandoned_request_is_guarded() -> None:
+    tap = ModelTap(1, "A", 0, 0.0)
+    old = scheduler(tap)
+    run_until_wait(old, 0.0, [tap])
+    assert old.abandon(2.0) == (1,)
+    assert old.in_flight() == 0
+    assert old.guards(2.0) == {1: 2.0 + AMBIGUOUS_WAIT_S}
+
+
+def test_a_fresh_tap_goes_before_the_backlog() -> None:
+    # Issue 14: with a backlog draining (after an outage), a tap recorded now waited for
+    # the sweep to reach the end of the backlog: seconds, not milliseconds.
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 11)]
+    sched = scheduler(*backlog, concurrency=1)
+    assert run_until_wait(sched, 0.0, backlog)[0] == backlog[:1]
+    fresh = ModelTap(11, "F", 0, 0.5)
+    sched.recorded(11, fresh)
+    assert run_until_wait(sched, 0.5, [*backlog, fresh])[0] == []  # the one slot is taken
+    sched.finished(1, Delivered(), None, 1.0)
+    sched.written([1])
+    backlog[0].settled = True
+    sent, _ = run_until_wait(sched, 1.0, [*backlog[1:], fresh])
+    assert sent == [fresh]
+    sched.finished(11, Delivered(), None, 1.5)
+    sched.written([11])
+    # The sweep goes on where it was, and does not send the fresh tap again.
+    assert run_until_wait(sched, 1.5, backlog[1:])[0] == backlog[1:2]
+
+
+def test_a_fresh_tap_of_a_card_with_a_pending_tap_keeps_its_place() -> None:
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 11)]
+    sched = scheduler(*backlog, concurrency=1)
+    run_until_wait(sched, 0.0, backlog)
+    later = ModelTap(11, "C5", 0, 0.5)  # C5 still has its tap 5 pending
+    sched.recorded(11, later)
+    sched.finished(1, Delivered(), None, 1.0)
+    sched.written([1])
+    assert run_until_wait(sched, 1.0, [*backlog[1:], later])[0] == backlog[1:2]
+
+
+def test_no_fresh_tap_goes_first_while_the_pending_cards_are_not_known() -> None:
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 11)]
+    sched = scheduler(*backlog, concurrency=1)
+    assert sched.next_action(0.0) == Count()
+    sched.counted(None)  # the database could not be read
+    run_until_wait(sched, 0.0, backlog)
+    fresh = ModelTap(11, "F", 0, 0.5)
+    sched.recorded(11, fresh)
+    sched.finished(1, Delivered(), None, 1.0)
+    sched.written([1])
+    assert run_until_wait(sched, 1.0, [*backlog[1:], fresh])[0] == backlog[1:2]
+    # A rescan (held taps released: their cards are not known) stops them going first.
+    sched = scheduler(*backlog, concurrency=1)
+    run_until_wait(sched, 0.0, backlog)
+    sched.rescan()
+    sched.recorded(11, fresh)
+    sched.finished(1, Delivered(), None, 1.0)
+    sched.written([1])
+    assert sched.next_action(1.0) == Count()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -14,13 +17,14 @@ from typing import Any
 import pytest
 
 from gateagent import store as store_module
+from gateagent.core import schedule as schedule_module
 from gateagent.core.schedule import FINISH_S
 from gateagent.simulator import Simulator
 from gateagent.store import Store
 from gateagent.uplink import client as client_module
 from gateagent.uplink.client import Uploader
 from tests.settings import TOKEN, make_settings
-from tests.uplink.uploading import NOW, record, settled, states, uploading
+from tests.uplink.uploading import NOW, eventually, record, settled, states, uploading
 
 ROSTER = {f"{n:010d}": f"Student {n}" for n in range(1, 30)}
 
@@ -201,9 +205,9 @@ def test_server_down_then_up_delivers_everything(tmp_path: Path, sim: Simulator)
 
     async def outage(store: Store, uploader: Uploader) -> None:
         for n in range(1, 11):
-            uploader.wake(record(store, settings, f"{n:010d}").seq)
-        await asyncio.sleep(0.3)
-        assert uploader.state == "retrying"
+            uploader.wake(record(store, settings, f"{n:010d}"))
+        # However slow the machine: the first refusals are seen before the server is back.
+        await eventually(lambda: uploader.state == "retrying")
         sim.up()
 
     asyncio.run(uploading(settings, settled(settings, 10), during=outage))
@@ -250,7 +254,7 @@ def test_flush_interval_zero_is_woken_by_recording(tmp_path: Path, sim: Simulato
 
     async def tap_later(store: Store, uploader: Uploader) -> None:
         await asyncio.sleep(0.05)
-        uploader.wake(record(store, settings, "0000000001").seq)
+        uploader.wake(record(store, settings, "0000000001"))
         await asyncio.to_thread(sim.wait_for_accepted, 1, 5.0)
 
     asyncio.run(uploading(settings, settled(settings, 1), during=tap_later))
@@ -261,7 +265,7 @@ def test_flush_interval_waits(tmp_path: Path, sim: Simulator) -> None:
 
     async def tap_later(store: Store, uploader: Uploader) -> None:
         await asyncio.sleep(0.05)
-        uploader.wake(record(store, settings, "0000000001").seq)
+        uploader.wake(record(store, settings, "0000000001"))
         with pytest.raises(TimeoutError):
             await asyncio.to_thread(sim.wait_for, 1, 0.5)
         uploader.reconfigure(make_settings(tmp_path, sim.integration_url))
@@ -533,15 +537,159 @@ def test_a_reload_gives_new_requests_a_new_client(tmp_path: Path, sim: Simulator
     settings = make_settings(tmp_path, sim.integration_url, uplink={"concurrency": 1})
 
     async def three_at_once(store: Store, uploader: Uploader) -> None:
-        uploader.wake(record(store, settings, "0000000009").seq)
+        uploader.wake(record(store, settings, "0000000009"))
         await asyncio.to_thread(sim.wait_for_accepted, 1)  # the first client is in use
         uploader.reconfigure(
             make_settings(tmp_path, sim.integration_url, uplink={"concurrency": 3})
         )
         sim.stall_next(3, 5.0)
         for n in range(1, 4):
-            uploader.wake(record(store, settings, f"{n:010d}").seq)
+            uploader.wake(record(store, settings, f"{n:010d}"))
         # All three arrive while the first still stalls: three connections at once.
         await asyncio.to_thread(sim.wait_for_arrived, 4, 4.5)
 
     asyncio.run(uploading(settings, settled(settings, 4), during=three_at_once))
+
+
+def test_a_restarted_run_does_not_resend_a_request_the_server_may_still_run(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 14 item 1: the supervisor's new run sent a request abandoned by the failed
+    # run again at once, while the server might still be running it (two check-ins).
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "2s", "ambiguous_margin": "1s"}
+    )
+    sim.stall_next(1, 10.0)
+    real_page = client_module._page
+    broken = [False]
+
+    def page(after_seq: int) -> Any:
+        if broken[0]:
+            broken[0] = False
+            raise RuntimeError("a bug in reading a page")
+        return real_page(after_seq)
+
+    monkeypatch.setattr(client_module, "_page", page)
+
+    async def fail_then_restart() -> float:
+        store = Store.open(settings.storage.path)
+        record(store, settings, "0000000001")
+        uploader = Uploader(settings.storage.path, settings, rng=random.Random(1))
+        stopping = asyncio.Event()
+        first = asyncio.ensure_future(uploader.run(stopping))
+        await asyncio.to_thread(sim.wait_for_arrived, 1)
+        broken[0] = True
+        uploader.wake(record(store, settings, "0000000002"))  # a sweep: the bug
+        with pytest.raises(RuntimeError):
+            await first
+        failed_at = time.monotonic()
+        second = asyncio.ensure_future(uploader.run(stopping))  # the supervisor's restart
+        try:
+            await asyncio.to_thread(sim.wait_for_accepted, 2, 15.0)
+        finally:
+            stopping.set()
+            await second
+            store.close()
+        return failed_at
+
+    failed_at = asyncio.run(fail_then_restart())
+    again = [r for r in sim.received if r.body["card_no"] == "0000000001" and r.status == 200]
+    # Not before the abandoned attempt's guard: timeout + ambiguous_margin.
+    assert again[0].at_mono - failed_at >= 3.0 - 0.1
+    assert [row[2] for row in states(settings)] == ["delivered", "delivered"]
+
+
+def test_a_request_stuck_in_a_name_lookup_is_given_up_at_its_deadline(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No socket wait bounds a hung resolver: the loop gives the request up itself, so
+    # the watchdog never sees it stuck, and the thread never sends it afterwards.
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "1s", "ambiguous_margin": "0s"}
+    )
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+    hung = [True]
+
+    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        if hung[0]:
+            hung[0] = False
+            release.wait(30)
+        return real_getaddrinfo(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    seen: dict[str, object] = {}
+
+    async def lookup_hangs(store: Store, uploader: Uploader) -> None:
+        uploader.wake(record(store, settings, "0000000001"))
+        await asyncio.to_thread(sim.wait_for_accepted, 1, 10.0)  # the retry, once given up
+        seen["alive"] = uploader.alive()
+        release.set()
+
+    asyncio.run(uploading(settings, settled(settings, 1), during=lookup_hangs))
+    assert seen["alive"] is True
+    conn = sqlite3.connect(settings.storage.path)
+    try:
+        assert conn.execute("SELECT state, attempts FROM taps").fetchall() == [("delivered", 2)]
+    finally:
+        conn.close()
+    assert len(sim.received) == 1  # the hung attempt never reached the server
+
+
+def test_a_request_cancelled_at_stop_is_not_resent_by_the_next_process_at_once(
+    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 14 item 1, across processes: a stop abandons a request the server may still
+    # be running; the next process (a restart, a second later) sent it again at once.
+    monkeypatch.setattr(schedule_module, "FINISH_S", 0.2)
+    settings = make_settings(
+        tmp_path, sim.integration_url, uplink={"timeout": "2s", "ambiguous_margin": "0s"}
+    )
+    sim.stall_next(1, 10.0)
+
+    async def stop_then_start_again() -> float:
+        store = Store.open(settings.storage.path)
+        record(store, settings, "0000000001")
+        store.close()
+        stopping = asyncio.Event()
+        first = asyncio.ensure_future(Uploader(settings.storage.path, settings).run(stopping))
+        await asyncio.to_thread(sim.wait_for_arrived, 1)
+        stopping.set()
+        await first
+        stopped_at = time.monotonic()
+        # The next process: a new uploader over the same database.
+        again = asyncio.Event()
+        second = asyncio.ensure_future(Uploader(settings.storage.path, settings).run(again))
+        try:
+            await asyncio.to_thread(sim.wait_for_accepted, 1, 10.0)
+        finally:
+            again.set()
+            await second
+        return stopped_at
+
+    stopped_at = asyncio.run(stop_then_start_again())
+    [resent] = sim.accepted()
+    # Not before the cancelled attempt's guard (timeout + ambiguous_margin from the cancel).
+    assert resent.at_mono - stopped_at >= 2.0 - 0.5
+
+
+def test_a_fresh_tap_is_sent_before_the_backlog(tmp_path: Path) -> None:
+    # Issue 14: after an outage, a tap recorded during the drain waited for the sweep to
+    # reach the end of the backlog (seconds; minutes for a long outage).
+    roster = {f"{n:010d}": f"Student {n}" for n in range(1, 41)}
+    with Simulator(token=TOKEN, roster=roster, latency_s=0.05) as slow:
+        settings = make_settings(tmp_path, slow.integration_url, uplink={"concurrency": 1})
+
+        def backlog(store: Store) -> None:
+            for n in range(1, 31):
+                record(store, settings, f"{n:010d}")
+
+        async def tap_now(store: Store, uploader: Uploader) -> None:
+            await asyncio.to_thread(slow.wait_for_arrived, 2)
+            uploader.wake(record(store, settings, "0000000040"))
+
+        asyncio.run(uploading(settings, settled(settings, 31), before=backlog, during=tap_now))
+        cards = [str(r.body["card_no"]) for r in slow.received]
+    # Sent with the slot that frees next, not after the 28 taps still waiting.
+    assert cards.index("0000000040") <= 3
+    assert sorted(cards) == sorted({*roster} - {f"{n:010d}" for n in range(31, 40)})

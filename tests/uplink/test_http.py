@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import socket
 import ssl
 import threading
 import time
@@ -142,13 +143,8 @@ def tap_request(url: str, headers: dict[str, str] | None = None) -> Request:
 
 
 def post(settings: Config, request: Request | None = None) -> http.Reply:
-    async def one() -> http.Reply:
-        async with http.client(settings.uplink, device=settings.device.name) as client:
-            return await http.post(
-                client, request or tap_request(settings.uplink.url), settings.uplink
-            )
-
-    return asyncio.run(one())
+    with http.client(settings.uplink, device=settings.device.name) as client:
+        return http.post(client, request or tap_request(settings.uplink.url), settings.uplink)
 
 
 # -- deadline and size limit -------------------------------------------------------------
@@ -177,6 +173,78 @@ def test_a_dripping_server_ends_at_the_total_deadline(tmp_path: Path) -> None:
     )
     # At the deadline, not at the first silence longer than it (which never comes).
     assert 2.5 <= elapsed < 30
+
+
+def drip_headers(handler: BaseHTTPRequestHandler, server: Server) -> None:
+    # The status line, then a header a byte every half second: httpcore reads the timeout
+    # once for the whole of the headers, so only a bound on each read ends this.
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    handler.wfile.flush()
+    while not server.stop.wait(0.5):
+        handler.wfile.write(b"x")
+        handler.wfile.flush()
+
+
+def test_a_server_dripping_its_headers_ends_at_the_total_deadline(tmp_path: Path) -> None:
+    with Server(drip_headers) as server:
+        settings = make_settings(tmp_path, server.url(), uplink={"timeout": "2s"})
+        started = time.monotonic()
+        reply = post(settings)
+        elapsed = time.monotonic() - started
+    assert reply.outcome == Retry(
+        "timeout", f"127.0.0.1:{server.port}: no complete answer within 2s", ambiguous=True
+    )
+    assert 2.0 <= elapsed < 3.0
+
+
+def test_a_call_cancelled_from_another_thread_ends_at_once(tmp_path: Path) -> None:
+    # How a stop ends a request that hangs: its socket is shut down under the thread.
+    with Server(drip) as server:
+        settings = make_settings(tmp_path, server.url(), uplink={"timeout": "60s"})
+        call = http.Call(60.0)
+
+        def cancel_once_sent() -> None:
+            server.received.wait(10)
+            call.cancel()
+
+        threading.Thread(target=cancel_once_sent).start()
+        started = time.monotonic()
+        with http.client(settings.uplink) as client:
+            reply = http.post(client, tap_request(server.url()), settings.uplink, call)
+        elapsed = time.monotonic() - started
+    assert isinstance(reply.outcome, Retry) and reply.outcome.ambiguous
+    assert elapsed < 5.0
+
+
+def test_a_call_cancelled_during_its_name_lookup_sends_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A name lookup cannot be interrupted; a call given up meanwhile (the uploader's
+    # backstop, a stop) must not go out once the lookup returns.
+    call = http.Call(10.0)
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        call.cancel()
+        return real_getaddrinfo(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with Server() as server:
+        settings = make_settings(tmp_path, server.url())
+        with http.client(settings.uplink) as client:
+            reply = http.post(client, tap_request(server.url()), settings.uplink, call)
+    assert isinstance(reply.outcome, Retry)
+    assert server.requests == []
+
+
+def test_plain_http_builds_no_tls_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Loading the system store costs ~250M instructions at every start and reload.
+    def no_tls(*args: object) -> ssl.SSLContext:
+        raise AssertionError("a TLS context for plain http://")
+
+    monkeypatch.setattr(http.network, "tls_context", no_tls)
+    with Server() as server:
+        assert post(make_settings(tmp_path, server.url())).outcome == Delivered("Budi", "PRESENT")
 
 
 def endless(handler: BaseHTTPRequestHandler, server: Server) -> None:
@@ -323,12 +391,16 @@ def test_a_header_that_cannot_be_sent_pauses(tmp_path: Path) -> None:
 # -- a captive portal through the whole uploader -------------------------------------------
 
 
-def test_a_captive_portal_keeps_taps_pending_then_they_are_delivered(tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", ["integration", "webhook"])
+def test_a_captive_portal_keeps_taps_pending_then_they_are_delivered(
+    tmp_path: Path, profile: str
+) -> None:
+    # Issue 14 item 2: the webhook profile's default success rule took the portal's 200.
     def portal(handler: BaseHTTPRequestHandler, server: Server) -> None:
         send(handler, 200, PORTAL, "text/html")
 
     with Server(portal) as server:
-        settings = make_settings(tmp_path, server.url())
+        settings = make_settings(tmp_path, server.url(), uplink={"profile": profile})
         seen: list[str] = []
 
         async def through_the_portal(store: Store, uploader: Any) -> None:
@@ -497,12 +569,12 @@ def test_probe_reports_what_the_daemon_meets(tmp_path: Path, ca: trustme.CA) -> 
         server.answer = nest_get
         uplink = {"ca_file": str(pem(tmp_path, ca)), "proxy": proxy.url}
         settings = make_settings(tmp_path, server.url(), uplink=uplink)
-        found = asyncio.run(http.probe(settings.uplink, device="gate-test"))
+        found = http.probe(settings.uplink, device="gate-test")
         assert found == http.Probe(
             True, "the server answers a GET with 404 Cannot GET /api/v1/attendances/integration"
         )
         assert proxy.seen == [f"CONNECT 127.0.0.1:{server.port}"]
         assert server.requests[0]["method"] == "GET"
         server.answer = lambda handler, server: send(handler, 200, PORTAL, "text/html")
-        portal = asyncio.run(http.probe(settings.uplink))
+        portal = http.probe(settings.uplink)
     assert portal == http.Probe(False, f"200 Guest Wi-Fi login: {NOT_THE_API}")
