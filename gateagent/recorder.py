@@ -97,6 +97,8 @@ class Recorder:
         self._on_unreadable = on_unreadable
         self._repeats = Repeats(log)
         self.settings = settings
+        # `[device] timezone` as a ZoneInfo, made once per configuration, not per tap.
+        self._tz = settings.device.tz
         self._debouncer = Debouncer(settings.taps.debounce)
         # read() runs in every reader's thread: the debouncer and the sync cache are
         # shared between readers (a card bouncing from one reader to another is one tap).
@@ -175,6 +177,7 @@ class Recorder:
     def reconfigure(self, settings: Config) -> None:
         with self._reading:
             self.settings = settings
+            self._tz = settings.device.tz
             self._debouncer.set_window(settings.taps.debounce)
 
     @property
@@ -209,21 +212,15 @@ class Recorder:
             log.critical("tap lost: disk full and memory buffer full card_no=%s", card_no)
             return False
         synced = self._synchronized(at_mono)
+        clock = self._clock
+        # Positional: a named tuple takes them at half the cost of keywords.
         tap = NewTap(
-            tap_id=_tap_id(),
-            card_no=card_no,
-            reader=reader.name,
-            gate=reader.gate,
-            direction=reader.direction,
-            tapped_at=self._clock.now_utc(),
-            at_mono=at_mono,
-            boot_id=self._clock.boot_id(),
-            clock_synced=synced,
-        )
-        settings = self.settings
-        hold = settings.device.require_clock_sync and not synced
+            _tap_id(), card_no, reader.name, reader.gate, reader.direction, clock.now_utc(),
+            at_mono, clock.boot_id(), synced,
+        )  # fmt: skip
+        hold = self.settings.device.require_clock_sync and not synced
         self._taken += 1
-        self._jobs.put(_Job(tap, settings.device.tz, settings.taps.min_checkout_after, hold))
+        self._jobs.put(_Job(tap, self._tz, taps.min_checkout_after, hold))
         return True
 
     def _synchronized(self, now_mono: float) -> bool:
