@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 TOKEN = "bench-token"
@@ -61,17 +61,28 @@ def _toml(value: object) -> str:
 
 
 class Daemon:
-    """`gateagent run` with a pipe as its stdin reader; counts its log lines as they come."""
+    """`gateagent run` with a pipe as its stdin reader; counts its log lines as they come.
 
-    def __init__(self, config: Path) -> None:
+    `command` replaces `python -m gateagent run --config CONFIG` (e.g. the same under
+    valgrind), `env` the environment."""
+
+    def __init__(
+        self,
+        config: Path,
+        command: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.log = (config.parent / "daemon.log").open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
+            command or [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=env,
         )
         self.counts: dict[str, int] = {}
+        # The latest line of each key (see wait()), e.g. what "gateagent started" said.
+        self.last_line: dict[str, str] = {}
         self.recorded_cards: list[str] = []
         # When each card's first "tap recorded" line arrived (monotonic).
         self.recorded_at: dict[str, float] = {}
@@ -101,6 +112,7 @@ class Daemon:
                 self.recorded_cards.append(card)
                 self.recorded_at.setdefault(card, now)
             with self._changed:
+                self.last_line[key] = raw.decode(errors="replace").rstrip()
                 self.counts[key] = self.counts.get(key, 0) + 1
                 self.first_at.setdefault(key, now)
                 self.last_at[key] = now
@@ -120,8 +132,9 @@ class Daemon:
         """Block until every card of `cards` was logged as recorded."""
         wanted = set(cards)
         with self._changed:
-            if not self._changed.wait_for(lambda: wanted <= set(self.recorded_cards), timeout_s):
-                missing = sorted(wanted - set(self.recorded_cards))
+            # recorded_at, not recorded_cards: a long run's list would be copied each wake.
+            if not self._changed.wait_for(lambda: wanted <= self.recorded_at.keys(), timeout_s):
+                missing = sorted(wanted - self.recorded_at.keys())
                 raise TimeoutError(f"not recorded: {', '.join(missing)}")
 
     def type(self, text: str) -> None:

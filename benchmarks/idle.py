@@ -29,15 +29,17 @@ from pathlib import Path
 from harness import TOKEN, machine, rss_mb
 
 from gateagent.simulator import Simulator
+from gateagent.store import Store
 
-# Cumulative: each step imports what the one before did, and more.
+# Cumulative: each step imports what the one before did, and more. sqlite-utils (a first
+# start's migrations) and pydantic-settings (GATEAGENT_* overrides) are not among them.
 IMPORT_STEPS = [
     ("python", "pass"),
     ("stdlib: asyncio, ssl, sqlite3, logging", "import asyncio, ssl, sqlite3, logging, json"),
-    ("+ pydantic-settings (gateagent.config)", "from gateagent import config"),
-    ("+ sqlite-utils", "import sqlite_utils"),
-    ("+ httpx and its TLS context", "import httpx; httpx.AsyncClient()"),
+    ("+ pydantic (gateagent.config)", "from gateagent import config"),
     ("+ pyserial, tenacity, the rest of gateagent", "from gateagent import cli, daemon"),
+    ("+ httpx and its TLS context (after READY=1)", "import httpx; httpx.AsyncClient()"),
+    ("+ prometheus-client (after READY=1)", "import gateagent.metrics"),
 ]
 
 
@@ -106,6 +108,9 @@ def main() -> None:
             )
             + "\n"
         )
+        # A restart, as every start of a gate but its first: the schema is up to date, so
+        # sqlite-utils is not imported (gateagent/store.py).
+        Store.open(folder / "taps.db").close()
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(folder / "notify"))
         notify.settimeout(30)

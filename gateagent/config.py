@@ -14,19 +14,27 @@ line or an error.
 
 `load_readers(path)` is what `gateagent listen` needs: the readers, [taps] and
 [device], without [uplink] at all, since listen sends nothing.
+
+The models are plain pydantic models, and pydantic-settings is imported only when a
+`GATEAGENT_<SECTION>` variable is set: then it puts the environment over the file as its
+environment source does. Without one it would only hand the file's values on, and its
+import costs the daemon 50M instructions at start and a megabyte for good
+(benchmarks/startup.py); a test checks that both ways validate a file alike.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import platform
 import re
 import shlex
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -39,12 +47,6 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-)
 
 from gateagent import network
 from gateagent.configfile import DEFAULT_STORAGE_PATH, ENV_PREFIX, read_toml
@@ -52,6 +54,9 @@ from gateagent.core.answers import WebhookAnswer, WebhookSuccess
 from gateagent.core.cards import CardFormat
 from gateagent.core.direction import Direction
 from gateagent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic_settings import SettingsError
 
 CREDENTIAL_NAME = "uplink-token"
 # The file beside the configuration that holds the token: the unit's
@@ -314,31 +319,19 @@ def listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class ReadingConfig(BaseSettings):
+class ReadingConfig(BaseModel):
     """What reading cards needs (`gateagent listen`, with its feedback): everything but
     [uplink] and [metrics]."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    # validate_default as pydantic-settings' BaseSettings has it: both ways of loading
+    # (see from_environment) treat a default alike.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     device: Device = Field(default_factory=Device)
     storage: Storage = Field(default_factory=Storage)
     taps: Taps = Field(default_factory=Taps)
     readers: list[Reader] = Field(min_length=1)
     feedback: Feedback = Field(default_factory=Feedback)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's contents arrive as init values; the environment must win over them.
-        return (env_settings, init_settings)
 
 
 class Config(ReadingConfig):
@@ -386,13 +379,69 @@ _Model = TypeVar("_Model", bound=ReadingConfig)
 
 def _validated(model: type[_Model], where: str, data: dict[str, Any]) -> _Model:
     try:
+        if overridden(os.environ):
+            return _overridden(model, where, data)
         return model(**data)
     except ValidationError as exc:
         raise _config_error(where, data, exc) from None
+
+
+def overridden(environ: Mapping[str, str]) -> bool:
+    """Whether a variable overrides a section or a key of one (`GATEAGENT_READERS`,
+    `GATEAGENT_UPLINK__URL`), in any case, as pydantic-settings matches them."""
+    return any(
+        name.upper().startswith(ENV_PREFIX)
+        and name[len(ENV_PREFIX) :].split("__")[0].lower() in Config.model_fields
+        for name in environ
+    )
+
+
+def _overridden(model: type[_Model], where: str, data: dict[str, Any]) -> _Model:
+    from pydantic_settings import SettingsError  # noqa: PLC0415 (see the module's docstring)
+
+    try:
+        return cast(_Model, from_environment()[model](**data))
     except SettingsError as exc:
         # An environment override pydantic-settings cannot even parse, such as
         # GATEAGENT_READERS='[{...': one line and exit 2, not a traceback.
         raise _source_error(where, exc) from None
+
+
+@functools.cache
+def from_environment() -> dict[type[ReadingConfig], type[ReadingConfig]]:
+    """Each top model as pydantic-settings' settings: the `GATEAGENT_*` variables over
+    the file's values (which arrive as its init values)."""
+    from pydantic_settings import (  # noqa: PLC0415 (see the module's docstring)
+        BaseSettings,
+        PydanticBaseSettingsSource,
+        SettingsConfigDict,
+    )
+
+    class Overridden(BaseSettings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            # The environment wins over the file.
+            return (env_settings, init_settings)
+
+    # Also each model's own: BaseSettings' and ReadingConfig's differ in type.
+    settings = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    class OverriddenReading(Overridden, ReadingConfig):
+        model_config = settings
+
+    class OverriddenConfig(Overridden, Config):
+        model_config = settings
+
+    return {ReadingConfig: OverriddenReading, Config: OverriddenConfig}
 
 
 def clear_text_token_warning(uplink: Uplink) -> str | None:

@@ -21,6 +21,12 @@ Signals: SIGTERM/SIGINT finish the requests in flight, commit and exit 0; SIGHUP
 the configuration, which takes effect whole or not at all. systemd hears READY=1 once the
 database is open (or, if it cannot be, once the readers read without it), a one-line
 STATUS=, and WATCHDOG=1 while every component runs or is being restarted.
+
+Start-up is as short as recording allows: the readers and the writer start first, and
+what recording never needs is imported only after READY=1: the uploader (httpx, its
+client and TLS context) and the metrics (prometheus_client, only when [metrics] has a
+textfile or listen), which were a quarter of the instructions to READY=1
+(benchmarks/startup.py, README "Performance").
 """
 
 from __future__ import annotations
@@ -36,11 +42,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
-from gateagent import config, metrics
+from gateagent import config
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
 from gateagent.core.answers import Outcome, Retry
@@ -54,7 +60,10 @@ from gateagent.readers.base import Source
 from gateagent.recorder import Recorder
 from gateagent.store import Store, Tap, iso
 from gateagent.supervise import Supervisor
-from gateagent.uplink.client import Uploader
+
+if TYPE_CHECKING:
+    from gateagent.metrics import Exporter
+    from gateagent.uplink.client import Uploader
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +94,10 @@ Row = tuple[str, bool, str | None]
 
 @dataclass
 class _Running:
-    """One configured reader and its thread."""
+    """One configured reader: the event that stops its thread, and its health."""
 
     config: Reader
     stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
     connected: bool = False
     last_error: str | None = "starting"
 
@@ -103,8 +111,7 @@ def _write_state(
     if keep is not None:
         store.forget_readers(keep)
     for name, connected, error in rows:
-        # last_tap_at is not published: status reads it from the taps (issue 11).
-        store.set_reader(name, connected, None, error)
+        store.set_reader(name, connected, error)
 
 
 class Daemon:
@@ -128,6 +135,7 @@ class Daemon:
         self._supervisor = Supervisor()
         self._synced: bool | None = None
         self._uploader: Uploader | None = None
+        self._metrics: Exporter | None = None
         # The time of the latest answer from the API since start (status's
         # uplink_answered_at), and the one last handed to the publisher.
         self._answered_at: str | None = None
@@ -152,14 +160,11 @@ class Daemon:
         settings = self.settings
         loop = asyncio.get_running_loop()
         self._stopping = stopping = asyncio.Event()
-        # The textfile and /metrics (README "Monitoring many gates").
-        self._metrics = metrics.Exporter(settings, unsaved=lambda: self._recorder.unsaved)
         loop.add_signal_handler(signal.SIGTERM, self._stop_requested)
         loop.add_signal_handler(signal.SIGINT, self._stop_requested)
         loop.add_signal_handler(signal.SIGHUP, self._request_reload)
         self._db = DbThread(settings.storage.path, "daemon-db")
-        self._feedback = Feedback(settings)  # before the readers: their first tap is heard
-        self._feedback.start()
+        self._feedback = Feedback(settings)  # opens nothing yet: see its start() below
         self._recorder = Recorder(
             settings.storage.path,
             settings,
@@ -172,13 +177,14 @@ class Daemon:
         # from the start either way (SPEC: never wait to start reading).
         self._recorder.start(self._supervisor.thread, opened=False)
         self._start_readers(settings.readers)
+        # After the readers: the outputs open in the player's own thread, so a GPIO slow
+        # to open never delays a tap; a signal given meanwhile waits for them.
+        self._feedback.start()
         supervise = self._supervisor.task
         self._tasks["database"] = supervise("database", self._opening, stopping)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._opened.wait(), READY_WAIT_S)
         self._check_clock()
-        # Collecting reads the database: never on the loop.
-        await asyncio.to_thread(self._metrics.start)
         self._notify_status()
         self._notifier.ready()
         counts = self._counts or {}
@@ -191,6 +197,14 @@ class Daemon:
             counts.get("held", "-"),
             settings.uplink.profile,
         )
+        # After READY=1: recording needs neither (the module's docstring). The uploader
+        # sends what was recorded meanwhile: it starts from the database.
+        self._tasks["uploader"] = supervise("uploader", self._uploading, stopping)
+        # A reload before this point may have made the exporter already.
+        if self._metrics is None and _wants_metrics(self.settings):
+            self._metrics = self._exporter(self.settings)
+            # Collecting reads the database: never on the loop.
+            await asyncio.to_thread(self._metrics.start)
         self._tasks["watchdog"] = supervise("watchdog", self._watching, stopping)
         self._tasks["housekeeping"] = supervise("housekeeping", self._housekeeping, stopping)
         self._tasks["publisher"] = supervise("publisher", self._publishing, stopping)
@@ -230,7 +244,8 @@ class Daemon:
             except (GateagentError, TimeoutError) as exc:
                 log.error("the daemon's last state not written: %s", exc or "timed out")
         # The last state, after the readers' last taps: a stale file then says we are gone.
-        await asyncio.to_thread(self._metrics.stop)
+        if self._metrics is not None:
+            await asyncio.to_thread(self._metrics.stop)
         log.info("gateagent stopped pending=%s", pending)
         await self._db.close()
         return 0
@@ -291,22 +306,40 @@ class Daemon:
                 unknown,
             )
         self._counts = counts
-        self._uploader = Uploader(
-            settings.storage.path,
-            self.settings,
-            on_state=self._state,
-            on_answer=self._answered,
-        )
-        uploader = self._uploader
-        self._tasks["uploader"] = self._supervisor.task(
-            "uploader", lambda: uploader.run(self._stopping), self._stopping
-        )
         self._opened.set()
         self._recorder.opened()
         self._publish_wanted.set()
         self._repeats.resolve(
             "database", "tap database open: taps kept in memory are recorded now", time.monotonic()
         )
+
+    async def _uploading(self) -> None:
+        """The uploader, once the database is open (or never, if the daemon stops first)."""
+        if self._uploader is None:
+            opened = asyncio.ensure_future(self._opened.wait())
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait((opened, stopping), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                opened.cancel()
+                stopping.cancel()
+            if self._stopping.is_set():
+                return
+            from gateagent.uplink.client import Uploader  # noqa: PLC0415 (after READY=1)
+
+            self._uploader = Uploader(
+                self.settings.storage.path,
+                self.settings,
+                on_state=self._state,
+                on_answer=self._answered,
+            )
+        await self._uploader.run(self._stopping)
+
+    def _exporter(self, settings: Config) -> Exporter:
+        from gateagent.metrics import Exporter  # noqa: PLC0415 (only when wanted, after READY=1)
+
+        # The textfile and /metrics (README "Monitoring many gates").
+        return Exporter(settings, unsaved=lambda: self._recorder.unsaved)
 
     def _decision_meta(self, settings: Config) -> dict[str, str]:
         # `requeue --held` decides a tap's direction as the daemon does (store.requeue).
@@ -404,7 +437,7 @@ class Daemon:
 
             # hid and serial readers never end on their own; a stdin reader ends with
             # its input.
-            running.thread = self._supervisor.thread(
+            self._supervisor.thread(
                 f"reader {reader.name}",
                 read,
                 running.stop,
@@ -489,7 +522,13 @@ class Daemon:
         # Applied in one step of the loop: no await from here on.
         if self._uploader is not None:
             self._uploader.reconfigure(new)
-        self._metrics.reconfigure(new)
+        if self._metrics is not None:
+            self._metrics.reconfigure(new)
+        elif _wants_metrics(new):
+            # Off until now: made as it ran with them off, then turned on as any reload
+            # changes them (its textfile at the next housekeeping tick).
+            self._metrics = self._exporter(self.settings)
+            self._metrics.reconfigure(new)
         self.settings = new
         self._recorder.reconfigure(new)
         self._reconfigure_feedback(new)
@@ -501,14 +540,12 @@ class Daemon:
         _warn_of_clear_text(new)
 
     def _reconfigure_feedback(self, new: Config) -> None:
-        # The old outputs first release their pins (closing only wakes its thread to
-        # switch them off, milliseconds); the verdicts awaited are forgotten.
+        # Never blocks the loop: the old outputs release their pins and the new ones open
+        # in the players' threads, in that order; the verdicts awaited are forgotten.
         leds = [(r.name, r.path, r.feedback_led) for r in new.readers]
         if (new.feedback, leds) == (self._feedback.settings.feedback, self._feedback.leds):
             return
-        self._feedback.close()
-        self._feedback = Feedback(new)
-        self._feedback.start()
+        self._feedback = self._feedback.replaced(new)
 
     # -- housekeeping --------------------------------------------------------------------
 
@@ -555,7 +592,8 @@ class Daemon:
                 else:
                     self._repeats.resolve("housekeeping", "housekeeping works again", now)
             # At its own interval; also while the database is not open (a gate that reads).
-            await asyncio.to_thread(self._metrics.tick, now)
+            if self._metrics is not None:
+                await asyncio.to_thread(self._metrics.tick, now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=HOUSEKEEPING_S)
 
@@ -652,6 +690,10 @@ def _is_answer(outcome: Outcome) -> bool:
     """An HTTP answer, whatever its status (a 503 too); a timeout, a refused or lost
     connection or an internal error is none (their Retry has no status)."""
     return not isinstance(outcome, Retry) or outcome.status is not None
+
+
+def _wants_metrics(settings: Config) -> bool:
+    return bool(settings.metrics.textfile or settings.metrics.listen)
 
 
 def _warn_of_clear_text(settings: Config) -> None:

@@ -8,10 +8,13 @@ keyboard LEDs and a command (issue 15, README "Feedback at the gate").
 Feedback never delays recording: the calls only put a signal in a small queue and
 return, and a signal that finds the queue full is dropped (a person at the gate hears
 the newest signal; a late one would only mislead). A newer signal interrupts the
-pattern playing. An output that cannot be opened (no GPIO, a pin in use, gpiozero
-missing) or stops working is one warning, and the daemon goes on without it, as with
-an unplugged reader. gpiozero is imported only when a pin is configured (Debian's
-python3-gpiozero on the Pi), evdev only for a reader's `feedback_led`.
+pattern playing. The outputs are opened, and at a stop or reload switched off and
+released, in the player's own thread: a GPIO slow to open or to close holds up that
+thread only, never the event loop or the readers. An output that cannot be opened (no
+GPIO, a pin in use, gpiozero missing) or stops working is one warning, and the daemon
+goes on without it, as with an unplugged reader. gpiozero is imported only when a pin
+is configured (Debian's python3-gpiozero on the Pi), evdev only for a reader's
+`feedback_led`.
 
 The command's environment is built from nothing but PATH and the locale: the daemon's
 own environment may hold the token (GATEAGENT_UPLINK__TOKEN), which never reaches it.
@@ -55,6 +58,9 @@ QUEUE_MAX = 4
 # The variables a command may need from ours; nothing else of our environment passes.
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+# How long a player's outputs may take to be switched off and released, at stop and
+# before a replacement opens the same pins; past it the gate goes on (a hung GPIO).
+CLOSE_WAIT_S = 5.0
 # evdev LED codes (linux/input-event-codes.h: LED_NUML 0, LED_CAPSL 1, LED_SCROLLL 2).
 LED_CODES = {"numlock": 0, "capslock": 1, "scrolllock": 2}
 EV_SYN, EV_LED, SYN_REPORT = 0x00, 0x11, 0
@@ -207,12 +213,27 @@ class KeyboardLed:
 
 class Player:
     """Plays each signal's pattern on the outputs, in its own thread; a newer signal
-    interrupts the one playing (it is what the person at the gate did last)."""
+    interrupts the one playing (it is what the person at the gate did last).
 
-    def __init__(self, outputs: list[Output], monotonic: Callable[[], float]) -> None:
-        self._outputs = outputs
+    The thread opens the outputs itself, and switches them off and releases them when
+    it ends: a GPIO that is slow to open or to close (or hangs) holds up this thread
+    only, never the caller's (the daemon's event loop). Signals asked for before the
+    outputs are open wait in the queue and play once they are. `after`, a player being
+    replaced, releases its outputs (the same pins, maybe) before this one opens its own.
+    """
+
+    def __init__(
+        self,
+        open_outputs: Callable[[], list[Output]],
+        monotonic: Callable[[], float],
+        after: Player | None = None,
+    ) -> None:
+        self._open_outputs = open_outputs
+        self._outputs: list[Output] = []
         self._monotonic = monotonic
+        self._after = after
         self._queue: queue.Queue[tuple[tuple[Step, ...], str] | None] = queue.Queue(QUEUE_MAX)
+        self._stopping = threading.Event()
         self._failing: set[str] = set()
         # Signals asked for and taken by the thread, and whether a pattern plays: idle
         # when all are taken and none plays (`wait_idle`, for tests and `listen`).
@@ -241,23 +262,39 @@ class Player:
                 lambda: self._taken == self._asked and not self._playing, timeout_s
             )
 
-    def close(self) -> None:
-        self._drain()
-        self._queue.put(None)
-        self._thread.join(timeout=5.0)
-        for output in self._outputs:
-            output.close()
+    def stop(self) -> None:
+        """From any thread, never blocking: the thread switches the outputs off, releases
+        them and ends; signals still queued are not played."""
+        self._stopping.set()
+        # A full queue wakes the thread anyway, and it sees `_stopping` at the next take.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                return
-            with self._state:
-                self._taken += 1
+    def join(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) for a stopped player's outputs to be released."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        if self._after is not None:
+            self._after.join(CLOSE_WAIT_S)
+            self._after = None
+        self._outputs = self._open_outputs()
+        try:
+            self._play()
+        finally:
+            self._set(self._outputs, False, Light.OFF)
+            for output in self._outputs:
+                try:
+                    output.close()
+                except Exception as exc:  # a GPIO gone wrong: the process exit frees it
+                    log.warning(
+                        "feedback output not released output=%s error=%s",
+                        output.name,
+                        f"{type(exc).__name__}: {exc}",
+                    )
+
+    def _play(self) -> None:
         steps: tuple[Step, ...] = ()
         targets: list[Output] = []
         index = 0
@@ -277,8 +314,7 @@ class Player:
                         self._playing = False
                         self._state.notify_all()
                 continue
-            if item is None:
-                self._set(self._outputs, False, Light.OFF)
+            if item is None or self._stopping.is_set():
                 return
             with self._state:
                 self._taken += 1
@@ -402,28 +438,37 @@ class Feedback:
         pin_factory: object | None = None,
         open_device: Callable[[str], LedDevice] = _open_evdev,
         monotonic: Callable[[], float] = time.monotonic,
+        after: Feedback | None = None,
     ) -> None:
+        """Opens nothing: the outputs are opened by the player's thread once started
+        (see `Player`), after `after`'s (the Feedback this one replaces) are released."""
         feedback = settings.feedback
         self.settings = settings
         # What a reload compares: the keyboard LEDs of the readers.
         self.leds = [(r.name, r.path, r.feedback_led) for r in settings.readers]
+        self._pin_factory = pin_factory
+        self._open_device = open_device
         self._monotonic = monotonic
         self._verdicts = Verdicts(feedback.verdict_within)
         # Shared by the reader threads, each of which may report an unreadable read.
         self._unreadables = Unreadables()
         self._unreadables_lock = threading.Lock()
-        outputs: list[Output] = []
-        gpio = Gpio.open(feedback, pin_factory) if feedback.pins() else None
-        if gpio is not None:
-            outputs.append(gpio)
-        outputs += [
+        leds: list[Output] = [
             KeyboardLed(reader, open_device)
             for reader in settings.readers
             if reader.feedback_led != "none"
         ]
+
+        def open_outputs() -> list[Output]:
+            gpio = Gpio.open(feedback, pin_factory) if feedback.pins() else None
+            return leds if gpio is None else [gpio, *leds]
+
         # The pins keep real time (a pattern's steps are waits); `monotonic` is the
         # verdict window's clock, which tests step by hand.
-        self._player = Player(outputs, time.monotonic) if outputs else None
+        previous = after._player if after is not None else None
+        self._player: Player | None = (
+            Player(open_outputs, time.monotonic, previous) if feedback.pins() or leds else None
+        )
         self._command = (
             Command(feedback.command, feedback.command_timeout) if feedback.command else None
         )
@@ -447,10 +492,32 @@ class Feedback:
             self._command.start()
 
     def close(self) -> None:
+        """Stop, and wait (a few seconds at most) until the outputs are off and released."""
+        self.stop()
         if self._player is not None:
-            self._player.close()
+            self._player.join(CLOSE_WAIT_S)
+
+    def stop(self) -> None:
+        """Never blocks: the outputs are switched off and released in their own thread."""
+        if self._player is not None:
+            self._player.stop()
         if self._command is not None:
             self._command.close()
+
+    def replaced(self, settings: ReadingConfig) -> Feedback:
+        """A reload's Feedback for `settings`, started, this one stopped; never blocks
+        (the event loop calls it): the new outputs open in their thread once these are
+        released."""
+        new = Feedback(
+            settings,
+            pin_factory=self._pin_factory,
+            open_device=self._open_device,
+            monotonic=self._monotonic,
+            after=self,
+        )
+        self.stop()
+        new.start()
+        return new
 
     def recorded(self, tap: Tap) -> None:
         """A tap committed (on the loop, after the commit: SPEC's "recorded")."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -25,19 +24,23 @@ class Handoff(Generic[T]):
         self._loop = loop
         self._handle = handle
         self._items: deque[T] = deque()
-        self._woken = threading.Event()
+        # A plain flag, not a threading.Event: each read and write of an attribute is
+        # one atomic step in CPython, which is all the argument in put() needs, and an
+        # Event's lock cost a lone tap as much as the wake-up itself.
+        self._woken = False
 
     def put(self, item: T) -> None:
         """From any thread: `handle(item)` runs on the loop soon, items in put order."""
         self._items.append(item)
         # Appended before the check, and the loop clears the flag before it drains: an
         # item is either drained by a pass that is still to come, or wakes the loop.
-        if not self._woken.is_set():
-            self._woken.set()
+        # Two threads that both find the flag clear both wake it: one pass finds nothing.
+        if not self._woken:
+            self._woken = True
             self._loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
-        self._woken.clear()
+        self._woken = False
         while self._items:
             item = self._items.popleft()
             try:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 from gateagent.config import Reader
 from gateagent.core.cards import CARD_FORMATS, CardFormat, InvalidCard, all_formats, normalize
 from gateagent.core.feedback import Signal
+from gateagent.core.frames import Garbage
 from gateagent.core.localtime import local_time
 from gateagent.readers import source_for
 from gateagent.readers.base import start
@@ -40,12 +41,20 @@ def listen(
     feedback: Feedback | None = None,
 ) -> int:
     """Run until Ctrl-C (or `stop`); 0. Times are shown in `tz` ([device] timezone). With
-    `feedback`, each read sounds as a tap would: recorded, or unreadable in the
-    configured card_format."""
+    `feedback`, each read sounds as a tap would: recorded, or unreadable when it is not
+    a card number in the configured card_format or the reader dropped it (a failed
+    checksum, a partial read, noise), once per burst as the daemon does."""
     stop = stop or threading.Event()
     events: queue.Queue[Event] = queue.Queue()
     names = ", ".join(f"{r.name} ({r.kind}{' ' + r.path if r.path else ''})" for r in readers)
     print(f"listening on {names}; nothing is recorded or sent. Ctrl-C to stop.", file=out)
+
+    def dropped(name: str, garbage: Garbage) -> None:
+        # A read the reader dropped, which it logs (`read dropped: ...`, on stderr); in
+        # the reader's thread, and the feedback never blocks.
+        if feedback is not None:
+            feedback.unreadable(name)
+
     for reader in readers:
 
         def emit(raw: str, name: str = reader.name) -> None:
@@ -54,7 +63,7 @@ def listen(
         def health(ok: bool, error: str | None, name: str = reader.name) -> None:
             events.put((name, "health", "connected" if ok else f"not connected: {error}"))
 
-        source = source_for(reader)
+        source = source_for(reader, on_garbage=dropped)
         if isinstance(source, SerialSource):
             # The bytes as they come, before decoding: a reader set to the wrong protocol
             # or baud rate shows what it sends instead of nothing (issue 13).
@@ -104,7 +113,7 @@ def _sound(
 ) -> None:
     card_no = normalize(raw, card_format, reverse_bytes)
     if isinstance(card_no, InvalidCard):
-        feedback.sound(Signal.UNREADABLE, reader)
+        feedback.unreadable(reader)
     else:
         feedback.sound(Signal.RECORDED, reader, card_no)
 

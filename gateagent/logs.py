@@ -70,6 +70,13 @@ def priority(levelno: int) -> int:
     return _DEBUG_PRIORITY
 
 
+# The journal prefix of each standard level, made once rather than once a line.
+_PREFIXES = {
+    level: f"<{priority(level)}>"
+    for level in (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+}
+
+
 class _Redactor:
     """Replaces every registered secret, in the forms it can take in a line, by `***`."""
 
@@ -124,27 +131,56 @@ class _Formatter(logging.Formatter):
         super().__init__("%(message)s")
         self._journal = journal
         self._tz = tz
+        # The terminal's time stamp of the last line: lines come many to a second (a
+        # burst of taps), and formatting a local time costs more than the rest of a line.
+        self._stamp_second: int | None = None
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        # Format and redact the traceback here: logging caches it on the record, and
-        # other handlers (pytest's, a future one) then reuse the redacted text.
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = _redactor.redact(record.exc_text)
-        text = _redactor.redact(super().format(record))
+        if record.exc_info or record.exc_text or record.stack_info:
+            # Format and redact the traceback here: logging caches it on the record, and
+            # other handlers (pytest's, a future one) then reuse the redacted text.
+            if record.exc_info and not record.exc_text:
+                record.exc_text = self.formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = _redactor.redact(record.exc_text)
+            text = _redactor.redact(super().format(record))
+        else:
+            # What super().format() makes of "%(message)s" without a traceback, without
+            # its steps: this is every tap's "tap recorded" line.
+            record.message = record.getMessage()
+            text = _redactor.redact(record.message)
         if self._journal:
-            prefix = f"<{priority(record.levelno)}>"
-            return "\n".join(prefix + line for line in text.splitlines() or [""])
-        at = datetime.fromtimestamp(record.created, UTC)
-        # Without a configuration (demo, listen --path): this machine's zone, offset shown.
-        stamp = local_time(at, self._tz or at.astimezone().tzinfo or UTC)
-        level = f"{record.levelname} " if record.levelno >= logging.WARNING else ""
-        return f"{stamp} {level}{text}"
+            prefix = _PREFIXES.get(record.levelno) or f"<{priority(record.levelno)}>"
+            lines = text.splitlines()
+            if len(lines) == 1:
+                return prefix + lines[0]
+            return "\n".join(prefix + line for line in lines or [""])
+        second = int(record.created)
+        if second != self._stamp_second:
+            at = datetime.fromtimestamp(second, UTC)
+            # Without a configuration (demo, listen --path): this machine's zone, offset shown.
+            self._stamp = local_time(at, self._tz or at.astimezone().tzinfo or UTC)
+            self._stamp_second = second
+        if record.levelno >= logging.WARNING:
+            return f"{self._stamp} {record.levelname} {text}"
+        return f"{self._stamp} {text}"
 
 
 class _Handler(logging.StreamHandler[TextIO]):
     """The stderr handler; `setup()` recognises its own by this class."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # StreamHandler.emit, with the stream flushed directly: handle() holds the
+        # handler's lock already, and flush() would take it again for every line.
+        try:
+            stream = self.stream
+            stream.write(self.format(record) + self.terminator)
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
         # The stock handleError prints the record's message and arguments to sys.stderr,

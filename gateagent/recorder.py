@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from gateagent.clock import Clock
@@ -67,9 +68,9 @@ class _Release:
 Spawn = Callable[[str, Callable[[], None], threading.Event], threading.Thread]
 
 
-@dataclass(frozen=True)
-class _Job:
-    """A tap to commit, with the settings in force when it was read."""
+class _Job(NamedTuple):
+    """A tap to commit, with the settings in force when it was read (a named tuple: one
+    per tap, and cheaper to make than a frozen dataclass)."""
 
     tap: NewTap
     tz: ZoneInfo
@@ -96,6 +97,8 @@ class Recorder:
         self._on_unreadable = on_unreadable
         self._repeats = Repeats(log)
         self.settings = settings
+        # `[device] timezone` as a ZoneInfo, made once per configuration, not per tap.
+        self._tz = settings.device.tz
         self._debouncer = Debouncer(settings.taps.debounce)
         # read() runs in every reader's thread: the debouncer and the sync cache are
         # shared between readers (a card bouncing from one reader to another is one tap).
@@ -174,6 +177,7 @@ class Recorder:
     def reconfigure(self, settings: Config) -> None:
         with self._reading:
             self.settings = settings
+            self._tz = settings.device.tz
             self._debouncer.set_window(settings.taps.debounce)
 
     @property
@@ -208,21 +212,15 @@ class Recorder:
             log.critical("tap lost: disk full and memory buffer full card_no=%s", card_no)
             return False
         synced = self._synchronized(at_mono)
+        clock = self._clock
+        # Positional: a named tuple takes them at half the cost of keywords.
         tap = NewTap(
-            tap_id=str(uuid.uuid4()),
-            card_no=card_no,
-            reader=reader.name,
-            gate=reader.gate,
-            direction=reader.direction,
-            tapped_at=self._clock.now_utc(),
-            at_mono=at_mono,
-            boot_id=self._clock.boot_id(),
-            clock_synced=synced,
-        )
-        settings = self.settings
-        hold = settings.device.require_clock_sync and not synced
+            _tap_id(), card_no, reader.name, reader.gate, reader.direction, clock.now_utc(),
+            at_mono, clock.boot_id(), synced,
+        )  # fmt: skip
+        hold = self.settings.device.require_clock_sync and not synced
         self._taken += 1
-        self._jobs.put(_Job(tap, settings.device.tz, settings.taps.min_checkout_after, hold))
+        self._jobs.put(_Job(tap, self._tz, taps.min_checkout_after, hold))
         return True
 
     def _synchronized(self, now_mono: float) -> bool:
@@ -364,6 +362,20 @@ class Recorder:
                 "store", "the database takes taps again: kept taps recorded", self._clock.now_mono()
             )
         self._on_recorded(tap)
+
+
+# The digit that carries the RFC 4122 variant (binary 10xx) for each random hex digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _tap_id() -> str:
+    """A random UUID (version 4) as text, as `str(uuid.uuid4())` makes it, at a quarter
+    of its cost: uuid.UUID's checks and conversions were a third of a read's work."""
+    digits = os.urandom(16).hex()
+    return (
+        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-{_VARIANT[digits[16]]}{digits[17:20]}"
+        f"-{digits[20:]}"
+    )
 
 
 def _describe(error: Exception) -> str:

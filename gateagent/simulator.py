@@ -87,6 +87,19 @@ class Received:
     body: dict[str, object]  # JSON object, or form fields as str values
     status: int | None  # what was answered; None if dropped, or the client left first
 
+    def __repr__(self) -> str:
+        # A failing test's traceback shows its frames' arguments (pytest's funcargs), so
+        # a list of these must not carry the credentials they arrived with.
+        headers = {k: "***" if k in _CREDENTIAL_HEADERS else v for k, v in self.headers.items()}
+        body = {k: "***" if k == "token" else v for k, v in self.body.items()}
+        return (
+            f"Received(at_mono={self.at_mono!r}, path={self.path!r}, headers={headers!r}, "
+            f"body={body!r}, status={self.status!r})"
+        )
+
+
+_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
+
 
 @dataclass(frozen=True)
 class _Answer:

@@ -9,11 +9,14 @@ States: `pending` (to send), `delivered`, `rejected` (kept with the reason), `ig
 (kept, never sent), `held` (recorded while the clock was not synchronized).
 
 The schema is versioned with sqlite-utils migrations, and `PRAGMA user_version` carries
-the schema number for anyone looking with the sqlite3 shell. Only `Store.open` (the
-daemon) applies them and imports sqlite_utils; queries go through the standard sqlite3
-module, so `status` and `export` start without sqlite_utils and its dependencies (a
-third of the 100 ms `gateagent status` may take, benchmarks/bigdb.py). A damaged file is moved
-aside with its `-wal` and `-shm`, never overwritten.
+the schema number: each migration sets it in the transaction that records the migration
+as applied. Only `Store.open` (the daemon) applies them, and it imports sqlite_utils only
+when `user_version` says one is due (a new or older database): sqlite_utils and what it
+imports (click, dateutil, pluggy and its plugin scan) cost about 200M instructions at
+start and 3 MB the daemon would hold for good, for a check plain sqlite3 makes
+(benchmarks/startup.py). Queries go through the standard sqlite3 module too, so `status`
+and `export` start without it. A damaged file is moved aside with its `-wal` and `-shm`,
+never overwritten.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from gateagent.core.answers import Delivered, Outcome, Paused, Rejected, Retry
@@ -139,18 +142,26 @@ def m003_last_tap_by_reader(db: Database) -> None:
     )
 
 
+# Migration N ends with `PRAGMA user_version = N`: a database at SCHEMA_VERSION has
+# them all (tests/test_store.py checks each).
+MIGRATIONS = (m001_taps, m002_lean_indexes, m003_last_tap_by_reader)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
 def migrations() -> Migrations:
     """The schema's migrations, in order."""
     from sqlite_utils import Migrations  # noqa: PLC0415 (see the module's docstring)
 
     chain = Migrations("gateagent")
-    for migration in (m001_taps, m002_lean_indexes, m003_last_tap_by_reader):
+    for migration in MIGRATIONS:
         chain()(migration)
     return chain
 
 
-@dataclass(frozen=True)
-class NewTap:
+# NewTap and Tap are named tuples, not frozen dataclasses: as immutable, and made once
+# per tap at a fifth of a frozen dataclass's cost (its __init__ sets every field
+# through object.__setattr__).
+class NewTap(NamedTuple):
     """A tap as the reader loop saw it, before it is recorded."""
 
     tap_id: str
@@ -164,8 +175,7 @@ class NewTap:
     clock_synced: bool
 
 
-@dataclass(frozen=True)
-class Tap:
+class Tap(NamedTuple):
     """A recorded tap."""
 
     seq: int
@@ -189,10 +199,20 @@ class Answer:
     outcome: Outcome
 
 
+# Zero-padded numbers as ready strings: strftime (and "%02d") cost a tap about three
+# times what these lookups do, and every tap formats its time (benchmarks/ingest.py).
+_DIGITS_2 = tuple(f"{n:02d}" for n in range(100))
+_DIGITS_3 = tuple(f"{n:03d}" for n in range(1000))
+
+
 def iso(moment: datetime) -> str:
-    """UTC with milliseconds and `Z`, as the integration API's `tanggal` (seed 000)."""
+    """UTC with milliseconds and `Z`, as the integration API's `tanggal` (seed 000).
+
+    Fixed width (a four-digit year), so text order is time order."""
+    utc = moment.astimezone(UTC)
     return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        f"{utc.year:04d}-{_DIGITS_2[utc.month]}-{_DIGITS_2[utc.day]}T{_DIGITS_2[utc.hour]}"
+        f":{_DIGITS_2[utc.minute]}:{_DIGITS_2[utc.second]}.{_DIGITS_3[utc.microsecond // 1000]}Z"
     )
 
 
@@ -206,6 +226,11 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        # record()'s statements, on one cursor rather than a new one per statement.
+        self._cursor = conn.cursor()
+        # The local day of the last tap decided, and the UTC text of its start.
+        self._day: tuple[int, int, int, ZoneInfo] | None = None
+        self._day_start = ""
 
     @classmethod
     def open(cls, path: Path, now: datetime | None = None) -> Store:
@@ -217,8 +242,14 @@ class Store:
             problem = _damage(path)
             if problem is not None:
                 moved = _move_aside(path, now, problem)
-            _migrate(path)
-            store = cls(path, _connect(path))
+            conn = _connect(path)
+            try:
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    _migrate(path)
+            except BaseException:
+                conn.close()
+                raise
+            store = cls(path, conn)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the tap database {path}: {exc}") from None
         except OSError as exc:
@@ -253,40 +284,55 @@ class Store:
         Raises DiskFull when SQLite reports SQLITE_FULL: the caller keeps the tap and
         tries again, nothing of it is half-written.
         """
-        with self._failing_as("record a tap"), self._writing():
-            checktype: int | None
-            reason: str | None
-            if hold:
-                checktype, state, reason = None, "held", CLOCK_UNSYNCHRONIZED
-            else:
-                decision = self._decide(
-                    tap.card_no, tap.tapped_at, tap.direction, tz, min_checkout_after_s
+        # What `_failing_as()` and `_writing()` do, written out: on the tap path their
+        # two generator context managers cost as much as the direction query.
+        cursor = self._cursor
+        try:
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                # One text for the tap's time: tapped_at, recorded_at, the direction query.
+                tapped_at = iso(tap.tapped_at)
+                checktype: int | None
+                reason: str | None
+                if hold:
+                    checktype, state, reason = None, "held", CLOCK_UNSYNCHRONIZED
+                else:
+                    decision = self._decide(
+                        tap.card_no, tap.tapped_at, tap.direction, tz, min_checkout_after_s,
+                        at_iso=tapped_at,
+                    )  # fmt: skip
+                    checktype, state, reason = _columns(decision)
+                cursor.execute(
+                    "INSERT INTO taps (tap_id, card_no, reader, gate, direction, checktype, state,"
+                    " reason, tapped_at, at_mono, boot_id, clock_synced, recorded_at, settled_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        tap.tap_id,
+                        tap.card_no,
+                        tap.reader,
+                        tap.gate,
+                        tap.direction,
+                        checktype,
+                        state,
+                        reason,
+                        tapped_at,
+                        tap.at_mono,
+                        tap.boot_id,
+                        int(tap.clock_synced),
+                        # The wall clock's own reading; tapped_at may be corrected later.
+                        tapped_at,
+                        tapped_at if state == "ignored" else None,
+                    ),
                 )
-                checktype, state, reason = _columns(decision)
-            tapped_at = iso(tap.tapped_at)
-            cursor = self._conn.execute(
-                "INSERT INTO taps (tap_id, card_no, reader, gate, direction, checktype, state,"
-                " reason, tapped_at, at_mono, boot_id, clock_synced, recorded_at, settled_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    tap.tap_id,
-                    tap.card_no,
-                    tap.reader,
-                    tap.gate,
-                    tap.direction,
-                    checktype,
-                    state,
-                    reason,
-                    tapped_at,
-                    tap.at_mono,
-                    tap.boot_id,
-                    int(tap.clock_synced),
-                    # The wall clock's own reading; tapped_at may be corrected later.
-                    tapped_at,
-                    tapped_at if state == "ignored" else None,
-                ),
-            )
-            seq = cursor.lastrowid
+                seq = cursor.lastrowid
+                cursor.execute("COMMIT")
+            except BaseException:
+                # Also when COMMIT itself fails (a full disk): nothing stays half-open.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise self._error("record a tap", exc) from None
         assert seq is not None
         return Tap(
             seq, tap.tap_id, tap.card_no, tap.reader, tap.gate, tap.direction,
@@ -294,8 +340,16 @@ class Store:
         )  # fmt: skip
 
     def _decide(
-        self, card_no: str, at: datetime, direction: Direction, tz: ZoneInfo, min_after_s: float
+        self,
+        card_no: str,
+        at: datetime,
+        direction: Direction,
+        tz: ZoneInfo,
+        min_after_s: float,
+        *,
+        at_iso: str | None = None,
     ) -> Decision:
+        """`at_iso` is `iso(at)`, if the caller has it already."""
         if direction != "auto":
             return decide(at, direction, (), tz, min_after_s)
         # decide() needs only the card's first check-in of that local day up to `at`.
@@ -304,11 +358,15 @@ class Store:
         # never reached its records, and a check-out after it would be refused with
         # "has no check-in record" (issue 11, item 12; README "Card numbers").
         local = at.astimezone(tz)
-        midnight = datetime(local.year, local.month, local.day, tzinfo=tz)
-        row = self._conn.execute(
+        day = (local.year, local.month, local.day, tz)
+        if day != self._day:
+            # The day's start, formatted once a day rather than once a tap.
+            self._day_start = iso(datetime(local.year, local.month, local.day, tzinfo=tz))
+            self._day = day
+        row = self._cursor.execute(
             "SELECT min(tapped_at) FROM taps WHERE card_no = ? AND checktype = 1"
             " AND tapped_at >= ? AND tapped_at <= ? AND state IN ('pending', 'delivered')",
-            (card_no, iso(midnight), iso(at)),
+            (card_no, self._day_start, iso(at) if at_iso is None else at_iso),
         ).fetchone()
         earlier = [EarlierTap(parse_iso(row[0]), 1)] if row[0] else []
         return decide(at, direction, earlier, tz, min_after_s)
@@ -319,9 +377,12 @@ class Store:
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                raise DiskFull(f"the disk of {self.path} is full") from None
-            raise StoreError(f"cannot {what} in {self.path}: {exc}") from None
+            raise self._error(what, exc) from None
+
+    def _error(self, what: str, exc: sqlite3.DatabaseError) -> StoreError:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return DiskFull(f"the disk of {self.path} is full")
+        return StoreError(f"cannot {what} in {self.path}: {exc}")
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -582,22 +643,17 @@ class Store:
         with self._failing_as("read the daemon's state"):
             return {row[0]: row[1] for row in self._conn.execute("SELECT key, value FROM meta")}
 
-    def set_reader(
-        self, name: str, connected: bool, last_tap_at: datetime | None, last_error: str | None
-    ) -> None:
+    def set_reader(self, name: str, connected: bool, last_error: str | None) -> None:
+        # The table's last_tap_at is no longer written: status and the metrics read a
+        # reader's last tap from the taps (`last_tap_at()`, issue 11). The column stays
+        # (dropping it would take a migration), NULL or what an older version left.
         with self._failing_as("write a reader's state"):
             self._conn.execute(
-                "INSERT INTO readers (name, connected, last_tap_at, last_error, updated_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
-                " connected = excluded.connected, last_tap_at = excluded.last_tap_at,"
-                " last_error = excluded.last_error, updated_at = excluded.updated_at",
-                (
-                    name,
-                    int(connected),
-                    iso(last_tap_at) if last_tap_at else None,
-                    last_error,
-                    iso(datetime.now(UTC)),
-                ),
+                "INSERT INTO readers (name, connected, last_error, updated_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                " connected = excluded.connected, last_error = excluded.last_error,"
+                " updated_at = excluded.updated_at",
+                (name, int(connected), last_error, iso(datetime.now(UTC))),
             )
 
     def last_tap_at(self, reader: str) -> str | None:
@@ -637,7 +693,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _migrate(path: Path) -> None:
-    """Create or upgrade the schema with sqlite-utils, on a connection of its own."""
+    """Create or upgrade the schema with sqlite-utils, on a connection of its own (the
+    migrations it has recorded as applied are skipped)."""
     from sqlite_utils import Database  # noqa: PLC0415 (see the module's docstring)
 
     db = Database(sqlite3.connect(str(path), timeout=10.0), execute_plugins=False)

@@ -25,7 +25,9 @@ class Run:
     the daemon, and it is there to read after a failure.
     """
 
-    def __init__(self, config: Path, journal: bool = False) -> None:
+    def __init__(self, config: Path, journal: bool = False, script: str | None = None) -> None:
+        """`script`: Python code to run instead of `gateagent run`, with the config's path
+        as its argument."""
         self._log = config.with_name("run.log").open("ab")
         read_end, write_end = os.pipe()
         env = dict(os.environ)
@@ -33,8 +35,13 @@ class Run:
             # As systemd does: JOURNAL_STREAM names the device:inode of the stderr it gave.
             stat = os.fstat(write_end)
             env["JOURNAL_STREAM"] = f"{stat.st_dev}:{stat.st_ino}"
+        run = (
+            ["-c", script, str(config)]
+            if script
+            else ["-m", "gateagent", "run", "--config", str(config)]
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateagent", "run", "--config", str(config)],
+            [sys.executable, *run],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=write_end,

@@ -1,16 +1,22 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
 
 from gateagent import config, configfile
 from gateagent.cli import main
 from gateagent.errors import ConfigError
 from tests import secrets_sweep
+from tests.fuzzing import config_documents
 from tests.running import command
 from tests.settings import CREDENTIAL
 
@@ -313,6 +319,72 @@ def test_bad_environment_override_is_named(tmp_path: Path, monkeypatch: pytest.M
         config.load(write(tmp_path, GOOD))
     assert caught.value.key == "[uplink] flush_interval"
     assert "GATEAGENT_UPLINK__FLUSH_INTERVAL" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("GATEAGENT_UPLINK__URL", True),
+        ("gateagent_uplink__url", True),
+        ("GATEAGENT_READERS", True),
+        ("GATEAGENT_Taps__Debounce", True),
+        ("GATEAGENT_CONFIG", False),  # the configuration's path, no setting
+        ("GATEAGENT_UPLINKS__URL", False),
+        ("GATEAGENT_UPLINK_URL", False),
+        ("UPLINK__URL", False),
+    ],
+)
+def test_which_variables_take_pydantic_settings(name: str, overrides: bool) -> None:
+    assert config.overridden({name: "x"}) is overrides
+
+
+def test_pydantic_settings_is_imported_only_for_an_override(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    script = (
+        "import sys; from gateagent import config; loaded = config.load(sys.argv[1]);"
+        " print(loaded.uplink.concurrency, 'pydantic_settings' in sys.modules)"
+    )
+
+    def loaded_with(**variables: str) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEAGENT_")}
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**env, **variables},
+        )
+        return done.stdout.strip()
+
+    assert loaded_with() == "4 False"
+    assert loaded_with(GATEAGENT_CONFIG=str(path)) == "4 False"
+    assert loaded_with(GATEAGENT_UPLINK__CONCURRENCY="8") == "8 True"
+
+
+def _validation(model: type[BaseModel], data: dict[str, Any]) -> tuple[str, object]:
+    try:
+        return "valid", model(**data).model_dump()
+    except ValidationError as exc:
+        return "invalid", [(e["loc"], e["type"], e["msg"]) for e in exc.errors()]
+
+
+@pytest.fixture(scope="module")
+def overridden() -> dict[type[config.ReadingConfig], type[config.ReadingConfig]]:
+    # Built once, before hypothesis times the examples.
+    return config.from_environment()
+
+
+@given(doc=config_documents())
+def test_without_a_variable_pydantic_settings_takes_a_file_as_the_models_do(
+    overridden: dict[type[config.ReadingConfig], type[config.ReadingConfig]],
+    doc: dict[str, Any],
+) -> None:
+    # config.load validates with the plain models unless a variable overrides the file.
+    assume(set(doc) <= set(config.Config.model_fields))  # the others are refused before
+    reading = {k: v for k, v in doc.items() if k in config.ReadingConfig.model_fields}
+    for model, data in ((config.Config, doc), (config.ReadingConfig, reading)):
+        assert _validation(model, data) == _validation(overridden[model], data)
 
 
 def test_config_path_choice(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,7 +43,7 @@ def exported(tmp_path: Path) -> set[str]:
     store = Store.open(settings.storage.path)
     try:
         store.set_meta("clock_synchronized", "1")
-        store.set_reader("desk", True, None, None)
+        store.set_reader("desk", True, None)
         record(store, settings, "0012822001")  # the reader's last tap
         text = Exporter(settings, unsaved=lambda: 0).text().decode()
     finally:

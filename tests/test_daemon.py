@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateagent.simulator import Simulator
+from gateagent.store import Store
 from tests.running import Run, command, states
 from tests.settings import TOKEN, make_settings, write_config
 
@@ -60,6 +61,74 @@ def test_journald_lines_carry_a_priority(tmp_path: Path, sim: Simulator) -> None
         assert re.match(r"<[0-7]>\S", line), line
     assert any(line.startswith("<4>read dropped") for line in run.lines)
     assert any(line.startswith("<6>tap delivered") for line in run.lines)
+
+
+# `gateagent run` as cli.py runs it, telling which of the libraries recording never needs
+# were imported when READY=1 went out, and at the end (evdev: no reader is hid;
+# pydantic-settings: no GATEAGENT_* variable).
+IMPORTED_AT_READY = """
+import json, sys
+from gateagent import config, logs
+from gateagent.clock import SystemClock
+from gateagent.daemon import Daemon
+from gateagent.notify import Notifier
+
+def imported(when):
+    watched = ("httpx", "prometheus_client", "sqlite_utils", "evdev", "pydantic_settings")
+    found = [name for name in watched if name in sys.modules]
+    print(f"imported {when}: {json.dumps(found)}", file=sys.stderr, flush=True)
+
+class Notifying(Notifier):
+    def ready(self):
+        imported("at READY=1")
+        return super().ready()
+
+path = sys.argv[1]
+settings = config.load(path)
+logs.setup(tz=settings.device.tz)
+code = Daemon(path, settings, SystemClock(), notifier=Notifying(None)).run()
+imported("at exit")
+sys.exit(code)
+"""
+
+
+def test_the_uploader_and_the_metrics_are_imported_after_ready(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    settings = make_settings(tmp_path, sim.integration_url)
+    Store.open(settings.storage.path).close()  # a restart: no migration due
+    run = Run(write_config(tmp_path / "config.toml", settings), script=IMPORTED_AT_READY)
+    run.wait_for_line(re.escape("imported at READY=1: []"))
+    run.tap("0000000001")
+    run.wait_for_line("tap delivered")
+    assert run.stop() == 0
+    assert 'imported at exit: ["httpx", "prometheus_client"]' in run.output
+    assert "gateagent_queue_taps" in Path(settings.metrics.textfile).read_text()
+
+
+def test_metrics_off_import_no_prometheus_client_until_a_reload_turns_them_on(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    path = tmp_path / "config.toml"
+    textfile = tmp_path / "gateagent.prom"
+    settings = make_settings(tmp_path, sim.integration_url, metrics={"textfile": ""})
+    Store.open(settings.storage.path).close()  # no migration due: sqlite-utils stays out
+    run = Run(write_config(path, settings), script=IMPORTED_AT_READY)
+    run.wait_for_line("gateagent started")
+    run.tap("0000000001")
+    run.wait_for_line("tap delivered")
+    assert run.stop() == 0
+    assert 'imported at exit: ["httpx"]' in run.output
+
+    run = Run(path, script=IMPORTED_AT_READY)
+    run.wait_for_line("gateagent started")
+    write_config(path, make_settings(tmp_path, sim.integration_url))  # its textfile
+    run.process.send_signal(signal.SIGHUP)
+    run.wait_for_line("configuration reloaded")
+    assert run.stop() == 0
+    assert 'imported at exit: ["httpx", "prometheus_client"]' in run.output
+    # The exporter's last word at the stop, as a daemon that had them on from the start.
+    assert "gateagent_queue_taps" in textfile.read_text()
 
 
 def test_sighup_reloads_and_refuses_a_bad_config(tmp_path: Path, sim: Simulator) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,9 +23,10 @@ from gpiozero.pins.mock import MockFactory
 from gateagent.config import Config
 from gateagent.core.answers import Delivered, Rejected, Retry
 from gateagent.core.direction import TOO_SOON_AFTER_CHECK_IN
-from gateagent.feedback import Feedback, check_outputs, command_env
+from gateagent.feedback import QUEUE_MAX, Feedback, check_outputs, command_env
 from gateagent.store import Tap
 from tests.settings import TOKEN, make_settings
+from tests.test_feedback_daemon import Heard, SlowFactory
 
 BUZZER, GREEN, RED = 17, 27, 22
 PINS = {"buzzer_pin": BUZZER, "green_pin": GREEN, "red_pin": RED}
@@ -199,6 +202,43 @@ def test_a_busy_pin_is_one_warning_and_no_stop(
     assert history(factory, BUZZER) == []  # none of the pins is half used
 
 
+def test_the_pins_open_in_the_players_thread(tmp_path: Path) -> None:
+    factory = SlowFactory(WAIT_S)
+    feedback = Feedback(settings_for(tmp_path, **PINS), pin_factory=factory)
+    try:
+        feedback.start()
+        assert factory.opening.wait(WAIT_S)  # the pins are being opened, and hang
+        feedback.recorded(tap())
+        # Made, started and told of a tap while the pins still hang: the caller (the
+        # daemon's event loop) never waited for them.
+        assert not factory.opened.is_set()
+        factory.release.set()
+        assert feedback.wait_idle(WAIT_S)
+        feedback.close()
+        # The signal given meanwhile played once they were open.
+        assert_history(history(factory, BUZZER), [(True, 0.0), (False, 0.1)])
+    finally:
+        factory.release.set()
+        feedback.close()
+        factory.reset()
+
+
+def test_a_reload_takes_the_same_pins_after_the_old_outputs_let_them_go(
+    tmp_path: Path, factory: MockFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = Feedback(settings_for(tmp_path, buzzer_pin=BUZZER), pin_factory=factory)
+    old.start()
+    old.recorded(tap())
+    assert old.wait_idle(WAIT_S)
+    new = old.replaced(settings_for(tmp_path, **PINS))
+    new.recorded(tap())
+    assert new.wait_idle(WAIT_S)
+    new.close()
+    assert "feedback output unavailable" not in caplog.text  # no GPIOPinInUse
+    assert [state for state, _ in history(factory, BUZZER)] == [True, False, True, False]
+    assert_history(history(factory, GREEN), [(True, 0.0), (False, 1.0)])
+
+
 def test_no_feedback_configured_costs_nothing(tmp_path: Path) -> None:
     feedback = Feedback(settings_for(tmp_path))
     assert not feedback.enabled
@@ -266,17 +306,53 @@ def test_command_env_passes_only_path_and_locale() -> None:
     }
 
 
-def test_a_hanging_command_is_killed_and_never_blocks_a_tap(
+HELD = """
+import json, os, sys
+with open(sys.argv[1], "w") as heard:  # a FIFO the test reads: this run has begun
+    heard.write(json.dumps({"FEEDBACK_OUTCOME": os.environ["FEEDBACK_OUTCOME"]}) + "\\n")
+open(sys.argv[2]).close()  # a FIFO: waits until the test opens it for writing
+"""
+
+
+def test_a_busy_command_never_blocks_a_tap(tmp_path: Path) -> None:
+    heard = Heard(tmp_path / "heard.fifo")
+    release = tmp_path / "release.fifo"
+    os.mkfifo(release)
+    command = f"{hook(tmp_path, HELD)} {tmp_path / 'heard.fifo'} {release}"
+    feedback = Feedback(settings_for(tmp_path, command=command, command_timeout="60s"))
+    feedback.start()
+    released = None
+    try:
+        feedback.recorded(tap())
+        assert heard.next() == {"FEEDBACK_OUTCOME": "recorded"}  # and it waits for `release`
+        # 20 more taps while that command still runs (only the test ends it): each call
+        # returns at once, the queue keeps a few signals and drops the rest.
+        taps = threading.Thread(target=lambda: [feedback.recorded(tap()) for _ in range(20)])
+        taps.start()
+        taps.join(WAIT_S)
+        assert not taps.is_alive(), "a tap waited for the feedback command"
+        released = os.open(release, os.O_RDWR | os.O_NONBLOCK)  # every run may end now
+        assert feedback.wait_idle(WAIT_S)
+        queued = [heard.next() for _ in range(QUEUE_MAX)]
+        assert queued == [{"FEEDBACK_OUTCOME": "recorded"}] * QUEUE_MAX
+        assert heard.rest() == []  # the other 16 were dropped
+    finally:
+        if released is None:  # failed: the runs still waiting end too
+            released = os.open(release, os.O_RDWR | os.O_NONBLOCK)
+        feedback.close()
+        heard.close()
+        os.close(released)
+
+
+def test_a_hanging_command_is_killed_and_warned_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     command = hook(tmp_path, "import time\ntime.sleep(30)\n")
     feedback = Feedback(settings_for(tmp_path, command=command, command_timeout="300ms"))
     feedback.start()
-    started = time.monotonic()
-    for _ in range(20):  # more than the queue holds: the extra ones are dropped
+    for _ in range(3):
         feedback.recorded(tap())
-    assert time.monotonic() - started < 0.05
-    assert feedback.wait_idle(WAIT_S)  # the queued few, each killed after 0.3 s
+    assert feedback.wait_idle(WAIT_S)  # each killed after 0.3 s
     feedback.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # once, not per run
@@ -365,6 +441,38 @@ def test_an_unplugged_reader_led_warns_once_and_is_tried_again(
     assert "reader gate capslock" in failed[0].getMessage()
     assert "feedback output works again output=reader gate capslock" in caplog.text
     assert (ecodes.EV_LED, ecodes.LED_CAPSL, 1) in writes
+
+
+def test_a_reload_never_waits_for_the_old_outputs(tmp_path: Path) -> None:
+    writes: list[tuple[int, int, int]] = []
+    happened: list[str] = []
+    returned = threading.Event()
+
+    class SlowToClose(LedDevice):
+        def close(self) -> None:
+            happened.append("old closing")
+            # Until the reload has returned: a reload that waited for this close would
+            # only get past here by the safety net.
+            happened.append("old closed" if returned.wait(WAIT_S) else "old closed late")
+
+    devices = [SlowToClose(writes), LedDevice(writes)]
+
+    def open_device(path: str) -> LedDevice:
+        happened.append("opened")
+        return devices.pop(0)
+
+    old = Feedback(hid_settings(tmp_path), open_device=open_device)
+    old.start()
+    old.recorded(tap(reader="gate"))
+    assert old.wait_idle(WAIT_S)
+    new = old.replaced(hid_settings(tmp_path))
+    returned.set()
+    new.recorded(tap(reader="gate"))
+    assert new.wait_idle(WAIT_S)
+    new.close()
+    # The new LED opened once the old one was released (the same device node).
+    assert happened == ["opened", "old closing", "old closed", "opened"]
+    assert writes.count((ecodes.EV_LED, ecodes.LED_CAPSL, 1)) == 2
 
 
 # -- gateagent check ----------------------------------------------------------------------

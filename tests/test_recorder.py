@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,32 @@ def test_close_commits_every_tap_read_before_it(settings: Config) -> None:
 
     asyncio.run(scenario())
     assert committed(settings) == cards
+
+
+def test_tap_ids_are_random_uuids_as_uuid_writes_them(settings: Config) -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        recorder = Recorder(settings.storage.path, settings, clock)
+        recorder.start()
+        for n in range(200):
+            clock.advance(1)
+            recorder.read(settings.readers[0], f"{n + 1:010d}")
+        await recorder.close()
+
+    asyncio.run(scenario())
+    conn = sqlite3.connect(settings.storage.path)
+    try:
+        tap_ids = [row[0] for row in conn.execute("SELECT tap_id FROM taps")]
+    finally:
+        conn.close()
+    assert len(set(tap_ids)) == 200
+    for tap_id in tap_ids:
+        parsed = uuid.UUID(tap_id)
+        assert (str(parsed), parsed.version, parsed.variant) == (tap_id, 4, uuid.RFC_4122)
+    # 122 random bits: every hex digit outside the version and variant shows up
+    # everywhere (a digit stuck at one value would be a broken generator).
+    for position in set(range(36)) - {8, 13, 14, 18, 19, 23}:
+        assert len({tap_id[position] for tap_id in tap_ids}) > 8, position
 
 
 def test_garbage_and_repeats_never_reach_the_writer(tmp_path: Path) -> None:

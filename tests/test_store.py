@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -154,6 +156,53 @@ def test_schema_version_and_reopen(db_path: Path) -> None:
     assert rows(db_path, "PRAGMA user_version") == [(3,)]
     Store.open(db_path).close()
     assert rows(db_path, "SELECT count(*) FROM _sqlite_migrations") == [(3,)]
+
+
+def test_each_migration_sets_the_user_version_open_reads(db_path: Path) -> None:
+    # Store.open skips sqlite-utils when user_version is SCHEMA_VERSION: a migration that
+    # did not set it would be applied at every start, one that set it too high never.
+    from sqlite_utils import Database
+
+    from gateagent.store import MIGRATIONS, SCHEMA_VERSION, migrations
+
+    for number, following in enumerate(MIGRATIONS[1:], start=1):
+        db = Database(db_path)
+        migrations().apply(db, stop_before=following.__name__)
+        db.close()
+        assert rows(db_path, "PRAGMA user_version") == [(number,)]
+    Store.open(db_path).close()
+    assert rows(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(db_path, "SELECT name FROM _sqlite_migrations ORDER BY id") == [
+        (migration.__name__,) for migration in MIGRATIONS
+    ]
+
+
+def test_sqlite_utils_is_imported_only_when_a_migration_is_due(db_path: Path) -> None:
+    script = (
+        "import sys; from pathlib import Path; from gateagent.store import Store;"
+        " Store.open(Path(sys.argv[1])).close(); print('sqlite_utils' in sys.modules)"
+    )
+
+    def opened_with_sqlite_utils() -> bool:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(db_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return {"True\n": True, "False\n": False}[done.stdout]
+
+    assert opened_with_sqlite_utils()  # a new database: every migration is due
+    assert not opened_with_sqlite_utils()  # up to date: plain sqlite3 only
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA user_version = 2")  # as a database of an earlier version
+    conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm003_last_tap_by_reader'")
+    conn.execute("DROP INDEX taps_reader")
+    conn.commit()
+    conn.close()
+    assert opened_with_sqlite_utils()
+    assert rows(db_path, "SELECT count(*) FROM sqlite_master WHERE name = 'taps_reader'") == [(1,)]
 
 
 def test_direction_survives_a_restart(db_path: Path) -> None:
@@ -407,12 +456,12 @@ def test_export_streams_every_tap(store: Store) -> None:
 
 
 def test_reader_health(store: Store) -> None:
-    store.set_reader("entrance", True, None, None)
-    store.set_reader("exit", False, None, "missing: /dev/input/by-id/x")
-    store.set_reader("entrance", True, MORNING, None)
+    store.set_reader("entrance", False, "starting")
+    store.set_reader("exit", False, "missing: /dev/input/by-id/x")
+    store.set_reader("entrance", True, None)
     store.forget_readers(["entrance", "exit"])
     assert store.readers() == [
-        {"name": "entrance", "connected": True, "last_tap_at": iso(MORNING), "last_error": None},
+        {"name": "entrance", "connected": True, "last_tap_at": None, "last_error": None},
         {
             "name": "exit",
             "connected": False,

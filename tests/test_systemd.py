@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests import debian
+
 ROOT = Path(__file__).parents[1]
 UNIT = ROOT / "systemd" / "gateagent.service"
-ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+
+
+@pytest.fixture
+def analyze() -> str:
+    return debian.program("systemd-analyze", "systemd")
 
 
 def settings(path: Path = UNIT) -> dict[str, list[str]]:
@@ -56,11 +60,9 @@ def test_sysusers_puts_the_user_in_the_reader_groups() -> None:
     assert ["m", "gateagent", "dialout"] in entries
 
 
-@needs_analyze
-def test_security_rating_is_2_or_lower() -> None:
-    assert ANALYZE is not None
+def test_security_rating_is_2_or_lower(analyze: str) -> None:
     done = subprocess.run(
-        [ANALYZE, "security", "--offline=true", str(UNIT)],
+        [analyze, "security", "--offline=true", str(UNIT)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -71,16 +73,14 @@ def test_security_rating_is_2_or_lower() -> None:
     assert float(match[1]) <= 2.0, done.stdout
 
 
-@needs_analyze
-def test_systemd_analyze_verify(tmp_path: Path) -> None:
-    assert ANALYZE is not None
+def test_systemd_analyze_verify(tmp_path: Path, analyze: str) -> None:
     # verify wants ExecStart's program to exist: point it at this environment's.
     program = Path(sys.executable).with_name("gateagent")
     text = UNIT.read_text().replace("/opt/gateagent/venv/bin/gateagent", str(program))
     unit = tmp_path / "gateagent.service"
     unit.write_text(text)
     done = subprocess.run(
-        [ANALYZE, "verify", "--man=no", str(unit)],
+        [analyze, "verify", "--man=no", str(unit)],
         capture_output=True,
         text=True,
         timeout=60,

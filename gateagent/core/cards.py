@@ -36,6 +36,7 @@ MAX_CARD_NO_LEN: Final = 32  # SPEC: "over 32 characters" is not a plausible car
 _DEC_DIGITS: Final = frozenset("0123456789")
 _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 _CARD_NO_CHARS: Final = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz,")
+_ZERO_CHARS: Final = frozenset("0,")
 _SEPARATORS: Final = str.maketrans("", "", ":-. ")
 
 
@@ -105,8 +106,9 @@ def _checked(card_no: str) -> str | InvalidCard:
         return InvalidCard("empty")
     if len(card_no) > MAX_CARD_NO_LEN:
         return InvalidCard("too-long")
-    if not set(card_no) <= _CARD_NO_CHARS:
+    chars = set(card_no)  # once: every read of every reader comes here
+    if not chars <= _CARD_NO_CHARS:
         return InvalidCard("bad-characters")
-    if set(card_no) <= {"0", ","}:
+    if chars <= _ZERO_CHARS:
         return InvalidCard("all-zero")
     return card_no

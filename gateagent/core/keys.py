@@ -52,6 +52,8 @@ class KeyDecoder:
         self._keys: list[str] = []  # bad keys kept as "<code>" so logs show them
         self._problem: str | None = None  # the first thing wrong with this read
         self._last_at: float | None = None
+        # Events of this read were lost (see `lost`): it is garbage even with no key yet.
+        self._spoiled = False
 
     def feed(self, keycode: int, value: int, at_s: float) -> Frame | Garbage | None:
         """One key event; returns the finished card, or the garbage a read became."""
@@ -73,19 +75,32 @@ class KeyDecoder:
             self._problem = self._problem or "bad-key"
         return dropped
 
+    def lost(self, at_s: float) -> Garbage | None:
+        """The kernel dropped events (evdev's SYN_DROPPED: a card's 66 events overflow a
+        client's 64 when the reader falls behind). Which keys went is unknown, so the
+        read in progress, and what follows of it until Enter or the gap, is not a card:
+        what is left of a number must never become a tap. Returns a read that had
+        already timed out, as `feed` does."""
+        dropped = self.expire(at_s)
+        self._spoiled = True
+        self._problem = "events-dropped"
+        self._last_at = at_s
+        return dropped
+
     def expire(self, now_s: float) -> Garbage | None:
         """Drop a partial read older than the gap; the reader calls this on a read timeout.
 
         `now_s` must be on the clock of the event timestamps.
         """
-        if self._keys and self._last_at is not None and now_s - self._last_at > self._gap_s:
-            dropped = Garbage(self._data(), "timeout")
+        started = self._keys or self._spoiled
+        if started and self._last_at is not None and now_s - self._last_at > self._gap_s:
+            dropped = Garbage(self._data(), "events-dropped" if self._spoiled else "timeout")
             self._reset()
             return dropped
         return None
 
     def _finish(self) -> Frame | Garbage | None:
-        if not self._keys:
+        if not self._keys and not self._spoiled:
             return None
         result: Frame | Garbage
         if self._problem is not None:
@@ -101,3 +116,4 @@ class KeyDecoder:
     def _reset(self) -> None:
         self._keys = []
         self._problem = None
+        self._spoiled = False

@@ -144,10 +144,12 @@ class HidSource:
             if not events:
                 return
             for event in events:
-                # EV_SYN and EV_MSC (scan codes) come between keys; only keys matter.
-                if event.type != evdev.ecodes.EV_KEY:
-                    continue
-                result = decoder.feed(event.code, event.value, event.timestamp())
+                if event.type == evdev.ecodes.EV_KEY:
+                    result = decoder.feed(event.code, event.value, event.timestamp())
+                elif event.type == evdev.ecodes.EV_SYN and event.code == evdev.ecodes.SYN_DROPPED:
+                    result = decoder.lost(event.timestamp())
+                else:
+                    continue  # SYN_REPORT and EV_MSC (scan codes) come between keys
                 if isinstance(result, Garbage):
                     drop(self.name, result, self._on_garbage)
                 elif result is not None:

@@ -155,3 +155,22 @@ def test_random_events_never_raise(script: list[tuple[int, int, int, bool]]) -> 
         assert item is None or isinstance(item, Frame | Garbage)
         if isinstance(item, Frame):
             assert re.fullmatch(r"[0-9A-F]{1,64}", item.raw)
+
+
+def test_a_read_with_lost_events_is_garbage_until_it_ends() -> None:
+    decoder = KeyDecoder(gap_s=0.2)
+    start = START_US / 1e6
+    assert decoder.lost(start) is None  # SYN_DROPPED: the card's first keys are gone
+    assert run(decoder, typed("2001\n", at_us=START_US + 1000)) == [
+        Garbage(b"2001", "events-dropped")
+    ]
+    assert run(decoder, typed("42\n", at_us=START_US + 100_000)) == [Frame("42")]
+
+
+def test_lost_events_with_no_key_after_them_end_with_the_gap() -> None:
+    decoder = KeyDecoder(gap_s=0.2)
+    start = START_US / 1e6
+    assert decoder.lost(start) is None
+    assert decoder.expire(start + 0.1) is None
+    assert decoder.expire(start + 0.3) == Garbage(b"", "events-dropped")
+    assert decoder.expire(start + 0.6) is None  # told once

@@ -289,6 +289,29 @@ def test_a_dropped_partial_read_is_told_to_on_garbage(
     assert garbage.empty()
 
 
+def test_events_the_kernel_dropped_spoil_the_read_they_were_in(
+    run_source: Callable[..., Running],
+) -> None:
+    # A card is 66 events, a client's buffer 64: a reader thread that fell behind gets
+    # SYN_DROPPED and the card's tail. "2001" must not become a tap.
+    garbage: queue.Queue[tuple[str, Garbage]] = queue.Queue()
+    at = now_us()
+    device = FakeDevice()
+    running = run_source(Opener(device), on_garbage=lambda reader, g: garbage.put((reader, g)))
+    assert running.next_health() == (True, None)
+    device.push(
+        [
+            ev(at, ecodes.EV_SYN, ecodes.SYN_DROPPED, 0),
+            *typed("2001", at_us=at + 1000),
+            *typed("0012822001", at_us=at + 100_000),
+        ]
+    )
+    assert running.card() == "0012822001"
+    assert running.cards.empty()
+    assert garbage.get(timeout=WAIT_S) == ("exit", Garbage(b"2001", "events-dropped"))
+    assert garbage.empty()
+
+
 def test_missing_at_start_then_plugged_in(run_source: Callable[..., Running]) -> None:
     device = FakeDevice()
     opener = Opener(enoent(), enoent(), enoent(), device)

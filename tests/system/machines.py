@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tests import debian
+
 ROOT = Path(__file__).parents[2]
 CACHE = Path(os.environ.get("GATEAGENT_TEST_CACHE", "/var/cache/gateagent-tests"))
 PACKAGES = "systemd,systemd-sysv,dbus,python3,python3-venv,python3-evdev,ca-certificates"
@@ -25,25 +27,7 @@ def tools_missing(*commands: str, packages: tuple[str, ...]) -> str | None:
     """None when `commands` can run; else installs `packages` with apt, or says why not."""
     if os.geteuid() != 0:
         return f"needs root ({', '.join(commands)})"
-    if all(shutil.which(command) for command in commands):
-        return None
-    if shutil.which("apt-get") is None:
-        return f"{', '.join(commands)} missing and there is no apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(
-        ["apt-get", "update", "-qq"], capture_output=True, timeout=600, env=env, check=False
-    )
-    done = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        check=False,
-    )
-    if done.returncode != 0 or not all(shutil.which(command) for command in commands):
-        return f"could not install {', '.join(packages)}: {done.stderr[-300:]}"
-    return None
+    return debian.missing(commands, packages)
 
 
 def stamp() -> str:

@@ -1,9 +1,13 @@
 """The HID reader against a real kernel: a Debian kernel under qemu, whose /dev/uinput
-makes a virtual USB keyboard-wedge reader (this machine's own kernel has none).
+makes a virtual USB keyboard-wedge reader (this machine's own kernel has none), and
+whose dummy_hcd with a configfs HID gadget makes a real USB keyboard: `gateagent run`
+records a card typed on its gadget side, and the reader's `feedback_led` (Caps Lock)
+comes back to the gadget side as the keyboard's LED output reports, in the pattern of
+each signal (recorded, unreadable).
 
 The VM's root is Debian 12 with Debian's kernel and python3-evdev, and gateagent
 installed from a wheelhouse into a venv; `tests/system/hid_in_vm.py` runs as its init
-and reports over the serial console. Booted with TCG emulation (about 12 s); the root is
+and reports over the serial console. Booted once, with TCG emulation; the root is
 cached like the other system roots. Needs root, debootstrap and qemu-system-x86;
 skipped with the reason elsewhere.
 """
@@ -23,8 +27,11 @@ from tests.system.machines import ROOT, tools_missing, vm_root
 INIT = """#!/bin/sh
 mount -t proc proc /proc
 mount -t devtmpfs dev /dev 2>/dev/null
-modprobe evdev
-modprobe uinput
+modprobe -a evdev uinput
+# A real USB keyboard, both its sides: dummy_hcd (host and gadget), the configfs HID
+# function, and the host's HID drivers (no udev here loads them when the device comes).
+modprobe -a dummy_hcd libcomposite usb_f_hid usbhid hid_generic
+mount -t configfs none /sys/kernel/config
 /opt/venv/bin/python /opt/hid_in_vm.py 2>&1
 echo o > /proc/sysrq-trigger
 sleep 30
@@ -32,6 +39,9 @@ sleep 30
 
 
 VM_S = 600
+# What a failure shows of the console: the checks, the daemon's log and the USB keyboard's
+# event nodes as they come and go.
+SHOWN = re.compile(r"RESULT|gateagent: |uevent ")
 
 
 def _text(output: bytes | str | None) -> str:
@@ -96,5 +106,7 @@ def test_hid_reader_on_a_real_uinput_device(tmp_path: Path) -> None:
         for name in (
             "connected", "digits", "keypad", "partial-read-dropped", "grabbed",
             "unplug-is-a-state", "no-busy-loop-while-unplugged", "replugged", "card-after-replug",
+            "usb-keyboard", "usb-daemon-started", "usb-card-recorded", "usb-led-recorded",
+            "usb-led-unreadable", "usb-daemon-stopped",
         )
-    }, "\n".join(line for line in lines if "RESULT" in line)  # fmt: skip
+    }, "\n".join(line for line in lines if SHOWN.search(line))  # fmt: skip

@@ -143,6 +143,15 @@ class Pi:
         out = self.run("systemctl", "show", "gateagent", *(f"-p{p}" for p in properties)).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
+    def wait_journal(self, text: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while (
+            text not in self.run("journalctl", "-u", "gateagent", "--no-pager", "-o", "cat").stdout
+        ):
+            if time.monotonic() > deadline:
+                pytest.fail(f"gateagent's journal did not show {text!r} in {timeout_s:.0f} s")
+            time.sleep(0.2)  # the machine's journal, seen from outside
+
     def wait_show(self, want: dict[str, str], timeout_s: float = 60) -> dict[str, str]:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -411,6 +420,23 @@ def test_taps_reach_the_server(pi: Pi, configured: subprocess.Popen[str], sim: S
     assert "Traceback" not in status
 
 
+def test_reload_rereads_the_config_in_the_same_process(
+    pi: Pi, configured: subprocess.Popen[str]
+) -> None:
+    # README "Installing on a Pi": `systemctl reload gateagent`. ExecReload ran
+    # /bin/kill, which this Debian (no procps) does not have: the reload failed (issue 13).
+    before = pi.show("MainPID")
+    done = pi.run("systemctl", "reload", "gateagent", check=False, timeout=60)
+    journal = pi.run("journalctl", "-u", "gateagent", "--no-pager", "-o", "cat").stdout
+    assert done.returncode == 0, done.stderr + journal[-2000:]
+    deadline = time.monotonic() + 30
+    while "configuration reloaded path=/etc/gateagent/config.toml" not in journal:
+        assert time.monotonic() < deadline, f"no reload in the journal in 30 s: {journal[-2000:]}"
+        time.sleep(0.2)  # the daemon applies it after ExecReload's signal, in its own time
+        journal = pi.run("journalctl", "-u", "gateagent", "--no-pager", "-o", "cat").stdout
+    assert pi.show("MainPID", "ActiveState") == {**before, "ActiveState": "active"}
+
+
 def test_journal_warning_shows_the_missing_reader_only(
     pi: Pi, configured: subprocess.Popen[str]
 ) -> None:
@@ -432,6 +458,9 @@ def test_kill_9_restarts_and_loses_nothing(
 ) -> None:
     before = pi.show("MainPID", "NRestarts")
     tap(configured, "2430030533")
+    # Killed only once the tap is recorded: bytes still in the pty when its reader dies
+    # are the kernel's to drop, and an unrecorded tap is not one the daemon may lose.
+    pi.wait_journal("tap recorded card_no=2430030533", timeout_s=30)
     pi.run("systemctl", "kill", "--signal=SIGKILL", "--kill-whom=main", "gateagent")
     # Right after the kill the unit may still show the old process as running (systemd
     # has not reaped it yet): wait for the restart itself, not for "running".

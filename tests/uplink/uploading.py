@@ -70,15 +70,22 @@ async def uploading(
     try:
         if during is not None:
             await during(store, uploader)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not until():
-            assert asyncio.get_running_loop().time() < deadline, "uploader did not finish"
-            await asyncio.sleep(0.01)  # the simulator answers in other threads
+        await eventually(until, timeout_s, "uploader did not finish")
     finally:
         stopping.set()
         await task
         store.close()
     return uploader
+
+
+async def eventually(
+    condition: Callable[[], bool], timeout_s: float = 20.0, what: str = "never happened"
+) -> None:
+    """Until `condition()` holds: answers come from the simulator's threads."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.01)
 
 
 def settled(settings: Config, count: int) -> Callable[[], bool]:
