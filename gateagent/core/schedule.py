@@ -377,6 +377,8 @@ class Scheduler(Generic[T]):
             self._count_wanted = self._count_stale = False
             self._counting = True
             return Count()
+        while self._fresh and not self._due(self._fresh[0].seq, now):
+            self._fresh.popleft()  # guarded (a seq reused by a new database): its sweep
         if self._fresh and len(self._in_flight) < self.capacity(now):
             tap = self._fresh.popleft()
             if self._sweep is not None:
