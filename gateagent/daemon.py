@@ -84,6 +84,8 @@ READY_WAIT_S = 5.0
 # At stop, the last state written waits at most this long (the unit's stop timeout is
 # 20 s, and the recorder's last try and the requests in flight come first).
 STOP_WRITE_S = 3.0
+# Taps recorded before the uploader exists, kept to hand it (the rest wait for a sweep).
+EARLY_TAPS = 500
 # Retries of the database at start and of a reload's writes: quick at first, then twice
 # a minute (tenacity's full-jitter exponential, as core/backoff.py for the server).
 DB_RETRY = wait_random_exponential(multiplier=0.5, max=30.0)
@@ -135,6 +137,7 @@ class Daemon:
         self._supervisor = Supervisor()
         self._synced: bool | None = None
         self._uploader: Uploader | None = None
+        self._early: list[Tap] = []  # recorded before the uploader was made
         self._metrics: Exporter | None = None
         # The time of the latest answer from the API since start (status's
         # uplink_answered_at), and the one last handed to the publisher.
@@ -333,6 +336,9 @@ class Daemon:
                 on_state=self._state,
                 on_answer=self._answered,
             )
+            for tap in self._early:
+                self._uploader.wake(tap)
+            self._early.clear()
         await self._uploader.run(self._stopping)
 
     def _exporter(self, settings: Config) -> Exporter:
@@ -452,6 +458,9 @@ class Daemon:
         self._feedback.recorded(tap)
         if self._uploader is not None:
             self._uploader.wake(tap)
+        elif len(self._early) < EARLY_TAPS:
+            # For the uploader, which starts after READY=1: a fresh tap goes first.
+            self._early.append(tap)
 
     def _answered(self, tap: Tap, outcome: Outcome) -> None:
         self._counts_stale = True

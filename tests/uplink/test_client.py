@@ -693,3 +693,33 @@ def test_a_fresh_tap_is_sent_before_the_backlog(tmp_path: Path) -> None:
     # Sent with the slot that frees next, not after the 28 taps still waiting.
     assert cards.index("0000000040") <= 3
     assert sorted(cards) == sorted({*roster} - {f"{n:010d}" for n in range(31, 40)})
+
+
+def test_a_tap_recorded_before_the_uploader_runs_goes_first_too(tmp_path: Path) -> None:
+    # The daemon starts its uploader after READY=1: the taps of the first moments are
+    # handed to it before its run begins, and judged by its first count.
+    roster = {f"{n:010d}": f"Student {n}" for n in range(1, 41)}
+    with Simulator(token=TOKEN, roster=roster, latency_s=0.05) as slow:
+        settings = make_settings(tmp_path, slow.integration_url, uplink={"concurrency": 1})
+        store = Store.open(settings.storage.path)
+        for n in range(1, 31):
+            record(store, settings, f"{n:010d}")
+        early = record(store, settings, "0000000040")
+
+        async def run() -> None:
+            uploader = Uploader(settings.storage.path, settings, rng=random.Random(1))
+            uploader.wake(early)
+            stopping = asyncio.Event()
+            task = asyncio.ensure_future(uploader.run(stopping))
+            try:
+                await asyncio.to_thread(slow.wait_for_accepted, 31, 20.0)
+            finally:
+                stopping.set()
+                await task
+
+        try:
+            asyncio.run(run())
+        finally:
+            store.close()
+        cards = [str(r.body["card_no"]) for r in slow.received]
+    assert cards.index("0000000040") <= 1
