@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -208,6 +209,12 @@ class Daemon:
             self._metrics = self._exporter(self.settings)
             # Collecting reads the database: never on the loop.
             await asyncio.to_thread(self._metrics.start)
+        # What start-up made (modules, the configuration, pools) lives as long as the
+        # process: out of the collector's sight, a burst of taps waiting for their commit
+        # no longer makes each full collection walk all of it again (issue 14). Start-up's
+        # cyclic garbage is collected first, or it would be kept for good.
+        gc.collect()
+        gc.freeze()
         self._tasks["watchdog"] = supervise("watchdog", self._watching, stopping)
         self._tasks["housekeeping"] = supervise("housekeeping", self._housekeeping, stopping)
         self._tasks["publisher"] = supervise("publisher", self._publishing, stopping)
