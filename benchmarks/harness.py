@@ -142,8 +142,8 @@ class Daemon:
         self.process.stdin.write(text.encode())
         self.process.stdin.flush()
 
-    def rss_mb(self) -> float:
-        return rss_mb(self.process.pid)
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        return rss_mb(self.process.pid, field)
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -161,9 +161,12 @@ class Daemon:
         return code
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """`field` of /proc/PID/status in MB: VmRSS, or its parts RssAnon (the heap: Python's
+    objects, malloc's arenas, SQLite's caches) and RssFile (mapped files: libraries, the
+    WAL index)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 

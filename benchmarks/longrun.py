@@ -153,6 +153,7 @@ def main() -> None:
         every = max(1, args.taps // max(1, args.faults))
         faults = typed = 0
         first_rss: float | None = None
+        first_anon = 0.0
         samples: list[tuple[float, int, float]] = []  # (seconds, delivered, MB)
         while typed < args.taps:
             burst = min(BURST, args.taps - typed)
@@ -168,16 +169,19 @@ def main() -> None:
             now = time.monotonic() - started
             if first_rss is None and done >= FIRST:
                 first_rss = daemon.rss_mb()
+                first_anon = daemon.rss_mb("RssAnon")
             if not samples or now - samples[-1][0] >= 10:
                 samples.append((now, done, daemon.rss_mb()))
                 print(f"{now:6.0f} s {typed:>9,} typed {done:>9,} delivered "
-                      f"{samples[-1][2]:.1f} MB", file=sys.stderr)  # fmt: skip
+                      f"{samples[-1][2]:.1f} MB (anon {daemon.rss_mb('RssAnon'):.1f})",
+                      file=sys.stderr)  # fmt: skip
         for thread in cyclers:
             thread.join()
         total = typed + args.readers * turns
         while delivered(db) < total:
             time.sleep(0.5)  # the last taps, and those held after a dropped answer
         end_rss = daemon.rss_mb()
+        end_anon = daemon.rss_mb("RssAnon")
         elapsed = time.monotonic() - started
         reconnects = sum(
             daemon.counts.get(f"reader connected reader=s{n}", 0) - 1 for n in range(args.readers)
@@ -199,7 +203,8 @@ def main() -> None:
     print(
         f"RSS once {FIRST:,} were delivered: {first_rss:.1f} MB; at the end: {end_rss:.1f} MB "
         f"({end_rss - first_rss:+.1f} MB; target within 2 MB); "
-        f"max {max(mb for _, _, mb in samples):.1f} MB"
+        f"max {max(mb for _, _, mb in samples):.1f} MB; of it anonymous (heap) "
+        f"{first_anon:.1f} -> {end_anon:.1f} MB"
     )
     step = max(1, len(samples) // 20)
     print(
