@@ -65,7 +65,7 @@ def test_journald_lines_carry_a_priority(tmp_path: Path, sim: Simulator) -> None
 
 # `gateagent run` as cli.py runs it, telling which of the libraries recording never needs
 # were imported when READY=1 went out, and at the end (evdev: no reader is hid;
-# pydantic-settings: no GATEAGENT_* variable).
+# pydantic-settings: no GATEAGENT_* variable; click: httpx's command line, never).
 IMPORTED_AT_READY = """
 import json, sys
 from gateagent import config, logs
@@ -74,7 +74,7 @@ from gateagent.daemon import Daemon
 from gateagent.notify import Notifier
 
 def imported(when):
-    watched = ("httpx", "prometheus_client", "sqlite_utils", "evdev", "pydantic_settings")
+    watched = ("httpx", "prometheus_client", "sqlite_utils", "evdev", "pydantic_settings", "click")
     found = [name for name in watched if name in sys.modules]
     print(f"imported {when}: {json.dumps(found)}", file=sys.stderr, flush=True)
 
