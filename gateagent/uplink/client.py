@@ -219,8 +219,8 @@ class Uploader:
             self._latest = max(self._latest, tap.seq)
             if tap.state == "pending" and len(self._early) < PAGE:
                 self._early.append(tap)  # for the scheduler to judge: fresh taps first
-        else:
-            self._scheduler.recorded(tap.seq, tap if tap.state == "pending" else None)
+        elif not self._scheduler.recorded(tap.seq, tap if tap.state == "pending" else None):
+            return  # it goes with the next flush: the wait carried out holds
         self._event.set()
 
     def rescan(self) -> None:

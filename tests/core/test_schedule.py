@@ -90,6 +90,7 @@ class Delivery(RuleBasedStateMachine):
         self.counting = False  # a Count is being read
         self.done = False
         self.scheduler: Scheduler[ModelTap] | None = None
+        self.waiting: Wait | None = None  # what the shell carries out until an event
 
     # -- setting up ----------------------------------------------------------------
 
@@ -117,8 +118,11 @@ class Delivery(RuleBasedStateMachine):
     def record(self, card_no: str) -> None:
         assert self.scheduler is not None
         tap = self._new_tap(card_no)
-        self.scheduler.recorded(tap.seq, tap)
-        self._act()
+        if self.scheduler.recorded(tap.seq, tap):
+            self._act()
+        elif self.waiting is not None:
+            # Not asked again (the uploader is not woken): the wait it is in must hold.
+            assert self.scheduler.next_action(self.now) == self.waiting
 
     @precondition(lambda self: self.counting)
     @rule(read=st.booleans())
@@ -315,10 +319,12 @@ class Delivery(RuleBasedStateMachine):
                 assert self.stop_at is not None
                 assert not self.server
                 self.done = True
+                self.waiting = None
                 return action
             else:
                 assert isinstance(action, Wait)
                 assert action.until > self.now, "a wait that ends at once spins the loop"
+                self.waiting = action
                 return action
         pytest.fail("the scheduler never waits")
 
