@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -204,16 +205,18 @@ class Daemon:
         # After READY=1: recording needs neither (the module's docstring). The uploader
         # sends what was recorded meanwhile: it starts from the database.
         self._tasks["uploader"] = supervise("uploader", self._uploading, stopping)
-        # A reload before this point may have made the exporter already.
         if self._metrics is None and _wants_metrics(self.settings):
-            self._metrics = self._exporter(self.settings)
-            # Collecting reads the database: never on the loop.
-            await asyncio.to_thread(self._metrics.start)
+            await _import_aside("gateagent.metrics")
+            # A reload meanwhile may have made the exporter already, or turned it off.
+            if self._metrics is None and _wants_metrics(self.settings):
+                self._metrics = self._exporter(self.settings)
+                # Collecting reads the database: never on the loop.
+                await asyncio.to_thread(self._metrics.start)
         # What start-up made (modules, the configuration, pools) lives as long as the
         # process: out of the collector's sight, a burst of taps waiting for their commit
-        # no longer makes each full collection walk all of it again (issue 14). Start-up's
-        # cyclic garbage is collected first, or it would be kept for good.
-        gc.collect()
+        # no longer makes each full collection walk all of it again (issue 14). Not
+        # collected first: start-up leaves a few dozen cyclic objects behind, and a full
+        # collection would hold the loop up 20 ms here.
         gc.freeze()
         self._tasks["watchdog"] = supervise("watchdog", self._watching, stopping)
         self._tasks["housekeeping"] = supervise("housekeeping", self._housekeeping, stopping)
@@ -335,6 +338,7 @@ class Daemon:
                 stopping.cancel()
             if self._stopping.is_set():
                 return
+            await _import_aside("gateagent.uplink.client")
             from gateagent.uplink.client import Uploader  # noqa: PLC0415 (after READY=1)
 
             self._uploader = Uploader(
@@ -706,6 +710,13 @@ def _is_answer(outcome: Outcome) -> bool:
     """An HTTP answer, whatever its status (a 503 too); a timeout, a refused or lost
     connection or an internal error is none (their Retry has no status)."""
     return not isinstance(outcome, Retry) or outcome.status is not None
+
+
+async def _import_aside(name: str) -> None:
+    """Import `name` (the uploader with httpx, the metrics) in a thread: the loop goes on
+    logging and handing out the taps recorded meanwhile, which the import held up 50 ms
+    here (benchmarks/latency.py's first taps), longer on a Pi."""
+    await asyncio.to_thread(importlib.import_module, name)
 
 
 def _wants_metrics(settings: Config) -> bool:

@@ -27,6 +27,8 @@ The rules (README "Delivery"):
   pending tap are known from the database (`Count`, at start and after a rescan: each
   card's oldest pending tap, so the taps recorded while it was not known are judged too)
   and from each sweep that walked the whole backlog, plus every card recorded since.
+  With `concurrency` above 1 a sweep leaves one slot to fresh taps: the tap recorded now
+  does not wait for one of the backlog's round trips either.
 - Concurrency. `ok`: up to `concurrency` requests in flight. `retrying` / `paused-*`:
   one probe at a time, after the uplink's hold (backoff with full jitter, honouring
   `Retry-After`; slower for pauses). The first answer that is the API's own ends it, and
@@ -352,6 +354,14 @@ class Scheduler(Generic[T]):
             return self.rules.concurrency
         return 0 if now < self._hold_until else 1  # one probe at a time
 
+    def _sweep_capacity(self, now: float) -> int:
+        """A sweep's share of the slots: with `0s` one is kept free for fresh taps while
+        there are several, so a tap recorded now never waits for a backlog's request."""
+        capacity = self.capacity(now)
+        if self.rules.flush_interval_s == 0 and self.state == "ok" and capacity > 1:
+            return capacity - 1
+        return capacity
+
     def in_flight(self) -> int:
         return len(self._in_flight)
 
@@ -419,7 +429,7 @@ class Scheduler(Generic[T]):
             # `seen` holds the cards in flight or unwritten when the sweep began, and every
             # card met since: so a card's tap never overtakes or overlaps an earlier one.
             if tap.card_no not in sweep.seen and self._due(tap.seq, now):
-                if len(self._in_flight) >= self.capacity(now):
+                if len(self._in_flight) >= self._sweep_capacity(now):
                     return Wait(self._wake_at())  # the sweep goes on when a slot frees
                 sweep.seen.add(tap.card_no)
                 self._step(sweep, tap)

@@ -493,7 +493,8 @@ def test_failures_in_flight_together_count_once() -> None:
     # Issue 14: four requests failing in one outage counted four failures, so the probe
     # waited as after a fourth outage in a row (4 s here) instead of after the first.
     taps = [ModelTap(seq, card, 0, 0.0) for seq, card in enumerate(CARDS, 1)]
-    sched = Scheduler(rules(4, 0.0), 0.0, len(taps), Top(), PAGE)
+    # A flush interval: with 0s a sweep would leave one of the four slots free.
+    sched = Scheduler(rules(4, 30.0), 0.0, len(taps), Top(), PAGE)
     assert run_until_wait(sched, 0.0, taps)[0] == taps
     for tap in taps:
         sched.finished(tap.seq, Retry("http-503", "", 503), None, 1.0)
@@ -560,6 +561,21 @@ def test_a_fresh_tap_goes_before_the_backlog() -> None:
     sched.written([11])
     # The sweep goes on where it was, and does not send the fresh tap again.
     assert run_until_wait(sched, 1.5, backlog[1:])[0] == backlog[1:2]
+
+
+def test_a_drain_leaves_a_slot_to_fresh_taps() -> None:
+    # With several slots, a tap recorded now does not wait for one of the backlog's
+    # requests to end (benchmarks/latency.py, the loaded case).
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 11)]
+    sched = scheduler(*backlog, concurrency=4)
+    assert run_until_wait(sched, 0.0, backlog)[0] == backlog[:3]
+    fresh = ModelTap(11, "F", 0, 0.5)
+    assert sched.recorded(11, fresh)
+    assert run_until_wait(sched, 0.5, [*backlog, fresh])[0] == [fresh]
+    assert sched.in_flight() == 4
+    # With a flush interval every slot drains (nothing goes first there).
+    sched = scheduler(*backlog, concurrency=4, interval=30.0)
+    assert run_until_wait(sched, 0.0, backlog)[0] == backlog[:4]
 
 
 def test_a_fresh_tap_of_a_card_with_a_pending_tap_keeps_its_place() -> None:
