@@ -77,6 +77,11 @@ def main() -> None:
     parser.add_argument(
         "--instructions", action="store_true", help="Ir per delivered tap under callgrind"
     )
+    parser.add_argument(
+        "--bare",
+        choices=["http.client", "httpx"],
+        help="no daemon: `concurrency` threads POSTing the same requests in a loop",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(
@@ -85,8 +90,64 @@ def main() -> None:
     )
     if args.instructions:
         instructions(args)
+    elif args.bare:
+        bare(args)
     else:
         drain(args)
+
+
+# The bare loop, in a process of its own as the daemon is (the simulator's threads would
+# share its GIL otherwise): argv = kind, url, token, concurrency, requests.
+BARE = """
+import http.client, itertools, json, sys, threading
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+import httpx
+kind, url, token = sys.argv[1:4]
+concurrency, requests = int(sys.argv[4]), int(sys.argv[5])
+where = urlsplit(url)
+tanggal = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+shared = httpx.Client() if kind == "httpx" else None
+counter = itertools.count()
+def body():
+    card = f"{next(counter) % CARDS + 1:010d}"
+    return {"gate": 4, "card_no": card, "tanggal": tanggal, "token": token, "checktype": 1}
+def loop(n):
+    if shared is not None:
+        for _ in range(n):
+            shared.post(url, json=body()).json()
+        return
+    conn = http.client.HTTPConnection(where.hostname, where.port)
+    for _ in range(n):
+        conn.request("POST", where.path, json.dumps(body()).encode(), {"Content-Type": "application/json"})
+        json.loads(conn.getresponse().read())
+threads = [threading.Thread(target=loop, args=(requests // concurrency,)) for _ in range(concurrency)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+""".replace("CARDS", str(CARDS))
+
+
+def bare(args: argparse.Namespace) -> None:
+    """The same requests from `concurrency` threads, each in a loop on a keep-alive
+    connection (http.client, or one httpx.Client shared as the daemon shares its pool):
+    what the client library and the simulator leave of the ideal, gateagent's own work
+    aside."""
+    with Simulator(token=TOKEN, roster=ROSTER, latency_s=args.latency_ms / 1000) as sim:
+        subprocess.run(
+            [sys.executable, "-c", BARE, args.bare, sim.integration_url, TOKEN,
+             str(args.concurrency), str(args.taps)],
+            check=True,
+        )  # fmt: skip
+        accepted = sim.accepted()
+    elapsed = accepted[-1].at_mono - accepted[0].at_mono
+    rate = (len(accepted) - 1) / elapsed
+    ideal = args.concurrency / (args.latency_ms / 1000)
+    print(
+        f"bare {args.bare}: {len(accepted)} requests in {elapsed:.1f} s: {rate:.1f}/s,"
+        f" ideal {ideal:.0f}: ratio {rate / ideal:.2f}"
+    )
 
 
 def drain(args: argparse.Namespace) -> None:
