@@ -283,6 +283,7 @@ class Gate:
         self.notify.bind(str(folder / "notify"))
         self.notify.settimeout(0.5)
         self.datagrams: list[bytes] = []
+        self._received = threading.Condition()
         self._listening = True
         listener = threading.Thread(target=self._listen, daemon=True)
         listener.start()
@@ -299,10 +300,22 @@ class Gate:
         # Until stopped and nothing more is queued: every datagram sent is counted.
         while True:
             try:
-                self.datagrams.append(self.notify.recv(4096))
+                data = self.notify.recv(4096)
             except TimeoutError:
                 if not self._listening:
                     return
+                continue
+            with self._received:
+                self.datagrams.append(data)
+                self._received.notify_all()
+
+    def wait_status(self, text: bytes, timeout_s: float) -> None:
+        """Until a datagram says `text` (e.g. b"uplink ok": the uploader is made)."""
+        with self._received:
+            if not self._received.wait_for(
+                lambda: any(text in data for data in self.datagrams), timeout_s
+            ):
+                raise SystemExit(f"no sd_notify datagram said {text!r}")
 
     def stop(self) -> int:
         """Stop the daemon; Ir from exec to READY=1."""
@@ -339,11 +352,15 @@ def recorded(folder: Path, taps: int) -> Recorded:
     config = write_config(
         folder, "http://127.0.0.1:9/", readers=[STDIN_READER], flush_interval="1h"
     )
+    # No metrics: their import after READY=1 would run into the windows.
+    config.write_text(config.read_text() + '[metrics]\ntextfile = ""\n')
     # Made beforehand, outside valgrind: a gate's start opens the database its first
     # start made (making it, the migrations, costs some 40M Ir more).
     Store.open(folder / "taps.db").close()
     progress("recorded taps: starting the daemon under callgrind")
     gate = Gate(folder, config)
+    # The uploader is made after READY=1, its import in a thread: not in the windows.
+    gate.wait_status(b"uplink ok", timeout_s=1800)
     daemon, typed = gate.daemon, 0
 
     def burst(count: int) -> None:

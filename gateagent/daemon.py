@@ -350,6 +350,7 @@ class Daemon:
             for tap in self._early:
                 self._uploader.wake(tap)
             self._early.clear()
+            self._notify_status()
         await self._uploader.run(self._stopping)
 
     def _exporter(self, settings: Config) -> Exporter:
@@ -702,7 +703,8 @@ class Daemon:
             )
             return
         pending = self._counts["pending"] + self._recorder.unsaved
-        state = self._uploader.state if self._uploader is not None else "ok"
+        # "starting": the uploader is made after READY=1 (the module's docstring).
+        state = self._uploader.state if self._uploader is not None else "starting"
         self._notifier.status(f"{pending} pending, uplink {state}, {readers}{extra}")
 
 
@@ -715,8 +717,10 @@ def _is_answer(outcome: Outcome) -> bool:
 async def _import_aside(name: str) -> None:
     """Import `name` (the uploader with httpx, the metrics) in a thread: the loop goes on
     logging and handing out the taps recorded meanwhile, which the import held up 50 ms
-    here (benchmarks/latency.py's first taps), longer on a Pi."""
+    here (benchmarks/latency.py's first taps), longer on a Pi. Its modules live as long
+    as the process: frozen as start-up's are (see `_main`)."""
     await asyncio.to_thread(importlib.import_module, name)
+    gc.freeze()
 
 
 def _wants_metrics(settings: Config) -> bool:

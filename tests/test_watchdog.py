@@ -60,9 +60,11 @@ def test_ready_status_and_watchdog_go_on_while_another_process_holds_the_databas
                 if sum("WATCHDOG=1" in t for _, t in seen) >= 3:
                     break
             texts = [text for _, text in seen]
-            # The first STATUS= comes just before READY=1, so `systemctl status` has it.
-            assert texts[0].startswith("STATUS=0 pending, uplink ok, readers")
+            # The first STATUS= comes just before READY=1, so `systemctl status` has it;
+            # the uploader is made after READY=1, and says so.
+            assert texts[0].startswith("STATUS=0 pending, uplink starting, readers")
             assert texts[1] == "READY=1"
+            assert any(t.startswith("STATUS=0 pending, uplink ok, readers") for t in texts[2:])
 
             # Another process holds the database's write lock and a reload (SIGHUP)
             # must write the readers' table: the reload waits for the database, the
