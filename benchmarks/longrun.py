@@ -140,7 +140,8 @@ def main() -> None:
         )
         for plug in plugs:
             plug.plug()
-        daemon = Daemon(config)
+        # The unit's environment for glibc's malloc (systemd/gateagent.service).
+        daemon = Daemon(config, env={**os.environ, "MALLOC_ARENA_MAX": "2"})
         daemon.wait("gateagent started", 1, WAIT_S)
         started = time.monotonic()
         cyclers = [
