@@ -78,7 +78,7 @@ class Daemon:
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=env,
+            env={**os.environ, **unit_environment()} if env is None else env,
         )
         self.counts: dict[str, int] = {}
         # The latest line of each key (see wait()), e.g. what "gateagent started" said.
@@ -159,6 +159,19 @@ class Daemon:
             if stream is not None:
                 stream.close()
         return code
+
+
+def unit_environment() -> dict[str, str]:
+    """The `Environment=` settings of systemd/gateagent.service (MALLOC_ARENA_MAX: what
+    memory the daemon keeps depends on it), so a benchmark runs the daemon as the unit
+    does."""
+    unit = Path(__file__).resolve().parent.parent / "systemd" / "gateagent.service"
+    settings = {}
+    for line in unit.read_text().splitlines():
+        if line.startswith("Environment="):
+            key, _, value = line.removeprefix("Environment=").partition("=")
+            settings[key] = value
+    return settings
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:

@@ -59,7 +59,7 @@ from pathlib import Path
 
 from drain import CARDS as BACKLOG_CARDS
 from drain import backlog
-from harness import TOKEN, Daemon, machine, write_config
+from harness import TOKEN, Daemon, machine, unit_environment, write_config
 
 import gateagent
 from gateagent.simulator import Simulator
@@ -69,7 +69,7 @@ from gateagent.store import Store, iso
 # (compiling gateagent's own at every start cost 260M Ir more where the shell says
 # PYTHONDONTWRITEBYTECODE; main() compiles them first).
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-ENV["PYTHONHASHSEED"] = "0"
+ENV |= unit_environment() | {"PYTHONHASHSEED": "0"}
 # Taps go round these cards, so every window taps each card as often (a multiple of it).
 CARDS = 50
 # After a window's last line the daemon's loop still has work of that tap (the log line

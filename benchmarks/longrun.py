@@ -140,8 +140,7 @@ def main() -> None:
         )
         for plug in plugs:
             plug.plug()
-        # The unit's environment for glibc's malloc (systemd/gateagent.service).
-        daemon = Daemon(config, env={**os.environ, "MALLOC_ARENA_MAX": "2"})
+        daemon = Daemon(config)
         daemon.wait("gateagent started", 1, WAIT_S)
         started = time.monotonic()
         cyclers = [

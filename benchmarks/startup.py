@@ -35,14 +35,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import TOKEN, write_config
+from harness import TOKEN, unit_environment, write_config
 
 from gateagent.simulator import Simulator
 
 # As installed (pip compiles the modules): the uncounted first start writes the bytecode
 # the counted one reads, whatever the shell's PYTHONDONTWRITEBYTECODE says.
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-ENV["PYTHONHASHSEED"] = "0"
+ENV |= unit_environment() | {"PYTHONHASHSEED": "0"}
 # `gateagent run` (what `python -m gateagent run` runs), with a longer wait for the
 # database before READY=1: 50 times slower under valgrind, a first start (migrations)
 # would pass the daemon's 5 s and send READY=1 without it.
