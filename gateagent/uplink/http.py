@@ -315,13 +315,6 @@ def probe(uplink: Uplink, *, device: str = "") -> Probe:
 
 # -- the network under the deadline ------------------------------------------------------
 
-# httpcore reads 64 KiB at a time: each read is a 64 KiB buffer cut down to the few
-# hundred bytes an answer has, and over a long run those holes kept glibc's heaps
-# growing. With this and the unit's MALLOC_ARENA_MAX=2, RSS stayed within 3.5 MB over
-# 100,000 taps (README "Performance"; either alone, 8 MB). An answer's head and body
-# fit in one read of this.
-READ_CHUNK = 4096
-
 # The call each worker thread is carrying out: the streams below bound their waits by it.
 _current = threading.local()
 
@@ -337,7 +330,7 @@ class _Stream(httpcore.NetworkStream):
         call: Call | None = getattr(_current, "call", None)
         if call is not None:
             timeout = call.wait_s(self._sock, timeout)
-        return self._inner.read(min(max_bytes, READ_CHUNK), timeout)
+        return self._inner.read(max_bytes, timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         call: Call | None = getattr(_current, "call", None)
