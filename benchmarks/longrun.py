@@ -18,6 +18,10 @@ One `gateagent run` (harness.Daemon) with
 The daemon's RSS is sampled every few seconds. The figure: RSS at the end beside RSS
 once the first 10,000 taps were delivered (target: within 2 MB). At the end every card
 typed or read must be recorded and delivered, in each card's order.
+
+`--heap FILE`: the daemon writes its heap to FILE every 10 s (`heapwatch/`): RSS's
+anonymous part beside glibc's bytes in use and the free bytes its heaps keep, SQLite's
+own memory and Python's allocated blocks, to tell a leak from what the allocator keeps.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import time
 import tty
 from pathlib import Path
 
-from harness import TOKEN, Daemon, machine, write_config
+from harness import TOKEN, Daemon, machine, unit_environment, write_config
 
 from gateagent.simulator import Simulator
 
@@ -116,6 +120,9 @@ def main() -> None:
     parser.add_argument("--faults", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--log", type=Path, help="keep the daemon's log here")
+    parser.add_argument(
+        "--heap", type=Path, help="the daemon's heap every 10 s to this file (heapwatch/)"
+    )
     args = parser.parse_args()
     rng = random.Random(14)
     turns = -(-args.reconnects // args.readers)
@@ -140,7 +147,12 @@ def main() -> None:
         )
         for plug in plugs:
             plug.plug()
-        daemon = Daemon(config)
+        env = {**os.environ, **unit_environment()}
+        if args.heap:
+            watch = Path(__file__).resolve().parent / "heapwatch"
+            paths = [str(watch), *filter(None, [os.environ.get("PYTHONPATH")])]
+            env |= {"PYTHONPATH": os.pathsep.join(paths), "HEAPWATCH_FILE": str(args.heap)}
+        daemon = Daemon(config, env=env)
         daemon.wait("gateagent started", 1, WAIT_S)
         started = time.monotonic()
         cyclers = [
