@@ -438,11 +438,11 @@ def delivered(folder: Path, taps: int) -> Delivered:
     return Delivered((totals[2 * taps] - totals[taps]) / taps, totals, readies)
 
 
-def floor(folder: Path, name: str, program: str, args: list[str], units: int) -> float:
-    """Ir per unit of a floor program (see LOOP): windows of N and 2N units."""
-    cg = Callgrind(folder / f"{name}.cg")
+def stepped(cg: Callgrind, program: str, args: list[str], steps: list[tuple[str, str]]) -> None:
+    """`program` under callgrind: it prints "ready", then answers each line written to it
+    with one; each step's line is cut between the marks `LABEL start` and `LABEL end`."""
     process = subprocess.Popen(
-        [*cg.argv, sys.executable, "-c", program + LOOP, *args],
+        [*cg.argv, sys.executable, "-c", program, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -451,15 +451,21 @@ def floor(folder: Path, name: str, program: str, args: list[str], units: int) ->
     assert process.stdin is not None and process.stdout is not None
     cg.pid = process.pid
     if process.stdout.readline() != "ready\n":
-        raise SystemExit(f"floor {name} failed: see {cg.out}.log")
-    for count in (units, 2 * units):
-        cg.mark(f"{count} start")
-        process.stdin.write(f"{count}\n")
+        raise SystemExit(f"{cg.out.name} failed: see {cg.out}.log")
+    for label, line in steps:
+        cg.mark(f"{label} start")
+        process.stdin.write(line + "\n")
         process.stdin.flush()
         process.stdout.readline()
-        cg.mark(f"{count} end")
+        cg.mark(f"{label} end")
     process.stdin.close()
     process.wait(600)
+
+
+def floor(folder: Path, name: str, program: str, args: list[str], units: int) -> float:
+    """Ir per unit of a floor program (see LOOP): windows of N and 2N units."""
+    cg = Callgrind(folder / f"{name}.cg")
+    stepped(cg, program + LOOP, args, [(str(count), str(count)) for count in (units, 2 * units)])
     return (cg.window(str(units)) + cg.window(str(2 * units))) / (3 * units)
 
 
@@ -489,26 +495,9 @@ def imports(folder: Path) -> list[tuple[str, int]]:
     one after the other in one interpreter."""
     progress("imports")
     cg = Callgrind(folder / "imports.cg")
-    process = subprocess.Popen(
-        [*cg.argv, sys.executable, "-c", IMPORTS],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    cg.pid = process.pid
-    process.stdout.readline()
-    for n, (_, statement) in enumerate([*IMPORT_STEPS, *LATER_STEPS, TLS_STEP]):
-        cg.mark(f"{n} start")
-        process.stdin.write(statement + "\n")
-        process.stdin.flush()
-        process.stdout.readline()
-        cg.mark(f"{n} end")
-    process.stdin.close()
-    process.wait(600)
-    steps = [("interpreter start-up", cg.until("0 start"))]
     every = [*IMPORT_STEPS, *LATER_STEPS, TLS_STEP]
+    stepped(cg, IMPORTS, [], [(str(n), statement) for n, (_, statement) in enumerate(every)])
+    steps = [("interpreter start-up", cg.until("0 start"))]
     steps += [(label, cg.window(str(n))) for n, (label, _) in enumerate(every)]
     return steps
 
