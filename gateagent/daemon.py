@@ -205,13 +205,8 @@ class Daemon:
         # After READY=1: recording needs neither (the module's docstring). The uploader
         # sends what was recorded meanwhile: it starts from the database.
         self._tasks["uploader"] = supervise("uploader", self._uploading, stopping)
-        if self._metrics is None and _wants_metrics(self.settings):
-            await _import_aside("gateagent.metrics")
-            # A reload meanwhile may have made the exporter already, or turned it off.
-            if self._metrics is None and _wants_metrics(self.settings):
-                self._metrics = self._exporter(self.settings)
-                # Collecting reads the database: never on the loop.
-                await asyncio.to_thread(self._metrics.start)
+        if _wants_metrics(self.settings):
+            self._start_metrics()
         # What start-up made (modules, the configuration, pools) lives as long as the
         # process: out of the collector's sight, a burst of taps waiting for their commit
         # no longer makes each full collection walk all of it again (issue 14). Not
@@ -353,11 +348,30 @@ class Daemon:
             self._notify_status()
         await self._uploader.run(self._stopping)
 
-    def _exporter(self, settings: Config) -> Exporter:
-        from gateagent.metrics import Exporter  # noqa: PLC0415 (only when wanted, after READY=1)
+    def _start_metrics(self) -> None:
+        """The exporter (the textfile and /metrics, README "Monitoring many gates"), made
+        by a supervised task: a failure to import or start it (a broken prometheus_client)
+        is logged, retried and told to the watchdog, never the end of the daemon or of a
+        reload. Once: a reload while it is being made changes it when it is made."""
+        running = self._tasks.get("metrics")
+        if running is None or running.done():
+            self._tasks["metrics"] = self._supervisor.task(
+                "metrics", self._making_metrics, self._stopping
+            )
 
-        # The textfile and /metrics (README "Monitoring many gates").
-        return Exporter(settings, unsaved=lambda: self._recorder.unsaved)
+    async def _making_metrics(self) -> None:
+        await _import_aside("gateagent.metrics")  # after READY=1, off the loop
+        from gateagent.metrics import Exporter  # noqa: PLC0415 (only when wanted)
+
+        settings = self.settings
+        if self._metrics is not None or not _wants_metrics(settings):
+            return  # turned off by a reload meanwhile
+        exporter = Exporter(settings, unsaved=lambda: self._recorder.unsaved)
+        # Collecting reads the database: never on the loop.
+        await asyncio.to_thread(exporter.start)
+        self._metrics = exporter
+        if self.settings is not settings:
+            exporter.reconfigure(self.settings)  # reloaded while it started
 
     def _decision_meta(self, settings: Config) -> dict[str, str]:
         # `requeue --held` decides a tap's direction as the daemon does (store.requeue).
@@ -546,10 +560,7 @@ class Daemon:
         if self._metrics is not None:
             self._metrics.reconfigure(new)
         elif _wants_metrics(new):
-            # Off until now: made as it ran with them off, then turned on as any reload
-            # changes them (its textfile at the next housekeeping tick).
-            self._metrics = self._exporter(self.settings)
-            self._metrics.reconfigure(new)
+            self._start_metrics()  # off until now; it starts with `new`, set just below
         self.settings = new
         self._recorder.reconfigure(new)
         self._reconfigure_feedback(new)

@@ -131,6 +131,31 @@ def test_metrics_off_import_no_prometheus_client_until_a_reload_turns_them_on(
     assert "gateagent_queue_taps" in textfile.read_text()
 
 
+# `gateagent run` with prometheus_client broken (an upgrade gone wrong): importing it fails.
+BROKEN_METRICS = """
+import sys
+sys.modules["prometheus_client"] = None
+from gateagent import cli
+sys.exit(cli.main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_metrics_that_cannot_be_imported_are_retried_and_the_gate_goes_on(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    config = write_config(tmp_path / "config.toml", make_settings(tmp_path, sim.integration_url))
+    run = Run(config, script=BROKEN_METRICS)
+    run.wait_for_line("component failed: ModuleNotFoundError: .* name=metrics restart_in_s=")
+    run.tap("0000000001")
+    run.wait_for_line("tap delivered")
+    # A reload that keeps them on neither fails nor starts a second attempt beside it.
+    run.process.send_signal(signal.SIGHUP)
+    run.wait_for_line("configuration reloaded")
+    assert run.stop() == 0
+    assert run.output.count("Traceback") == 1  # the first failure, once
+    assert not (tmp_path / "gateagent.prom").exists()
+
+
 def test_sighup_reloads_and_refuses_a_bad_config(tmp_path: Path, sim: Simulator) -> None:
     path = tmp_path / "config.toml"
     write_config(
