@@ -64,6 +64,8 @@ QUEUE_STATES = ("pending", "held", "rejected")
 # A scrape must not wait long behind a writer: WAL readers never do, except while a
 # checkpoint resets the WAL.
 READ_TIMEOUT_S = 1.0
+# Recorded taps counted per query at most (see Collector._count).
+COUNT_STEP = 1000
 
 
 def _now_utc() -> datetime:
@@ -281,29 +283,37 @@ class GateCollector(Collector):
             ).fetchone()
             self._settled = row[0] or ""
             return
-        rows = conn.execute(
-            "SELECT reader, CASE WHEN state IN ('held', 'ignored') THEN state ELSE 'pending' END,"
-            " count(*), max(seq) FROM taps WHERE seq > ? GROUP BY 1, 2",
-            (self._seq,),
-        ).fetchall()
-        for reader, state, count, top in rows:
-            key = (reader, state)
-            self._recorded[key] = self._recorded.get(key, 0.0) + count
-            self._seq = max(self._seq, top)
+        # A GROUP BY that is not in an index's order sorts its rows in memory, in a
+        # buffer as large as the cache (2 MB): a busy minute's taps sorted at once left
+        # glibc's heap that much larger for good (benchmarks/longrun.py, issue 14). So the
+        # recorded taps are counted COUNT_STEP seqs at a time; every seq up to `top` is
+        # committed (one writer: seqs are handed out in commit order).
+        top = int(conn.execute("SELECT coalesce(max(seq), 0) FROM taps").fetchone()[0])
+        while self._seq < top:
+            upto = min(self._seq + COUNT_STEP, top)
+            for reader, state, count in conn.execute(
+                "SELECT reader, CASE WHEN state IN ('held', 'ignored') THEN state"
+                " ELSE 'pending' END, count(*) FROM taps WHERE seq > ? AND seq <= ? GROUP BY 1, 2",
+                (self._seq, upto),
+            ):
+                key = (reader, state)
+                self._recorded[key] = self._recorded.get(key, 0.0) + count
+            self._seq = upto
         # One batch of answers shares one settled_at and one commit (Store.settle), so a
         # batch is seen whole or not at all. A dropped tap (`requeue --drop`) was never
-        # answered by the server.
+        # answered by the server. Grouped by state in the order of the index taps_settled:
+        # no sort.
         rows = conn.execute(
-            "SELECT CASE WHEN state = 'delivered' AND reason = 'duplicate' THEN 'duplicate'"
-            " ELSE state END, count(*), max(settled_at) FROM taps"
-            " WHERE settled_at IS NOT NULL AND settled_at > ?"
-            " AND state IN ('delivered', 'rejected')"
-            " AND reason IS NOT 'dropped' GROUP BY 1",
+            "SELECT state, count(*), sum(reason IS 'duplicate'), max(settled_at) FROM taps"
+            " WHERE state IN ('delivered', 'rejected') AND settled_at IS NOT NULL"
+            " AND settled_at > ? AND reason IS NOT 'dropped' GROUP BY state",
             (self._settled,),
         ).fetchall()
-        for outcome, count, top in rows:
-            self._uploads[outcome] = self._uploads.get(outcome, 0.0) + count
-            self._settled = max(self._settled or "", top)
+        for state, count, duplicates, latest in rows:
+            duplicate = duplicates if state == "delivered" else 0
+            self._uploads["duplicate"] += duplicate
+            self._uploads[state] += count - duplicate
+            self._settled = max(self._settled or "", latest)
 
     def _open(self) -> Store:
         if self._store is None:

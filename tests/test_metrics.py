@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from gateagent import metrics
 from gateagent.config import Config
 from gateagent.core.answers import Delivered, Rejected
 from gateagent.metrics import Exporter, write_atomically
@@ -91,7 +92,12 @@ def store(settings: Config) -> Iterator[Store]:
     opened.close()
 
 
-def test_the_metrics_say_what_the_database_holds(settings: Config, store: Store) -> None:
+# 2: the taps recorded between two collects are counted in several steps.
+@pytest.mark.parametrize("step", [metrics.COUNT_STEP, 2])
+def test_the_metrics_say_what_the_database_holds(
+    settings: Config, store: Store, step: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "COUNT_STEP", step)
     tz = settings.device.tz
     # Before the start: in the queue, not in the counters.
     store.record(tap("0000000099", at=NOW - timedelta(hours=2)), tz, 600.0, False)

@@ -20,9 +20,61 @@ class _Mallinfo2(ctypes.Structure):
     ]  # fmt: skip
 
 
+def _anon_by_kind() -> str:
+    """RSS of the anonymous mappings in /proc/self/smaps by what they most likely are:
+    brk (glibc's main heap), 64 MiB-aligned (glibc's other heaps), 1 MiB (pymalloc's
+    arenas), 8 MiB + a guard page (thread stacks), and the rest (large mallocs)."""
+    kinds = dict.fromkeys(("brk", "arenas64", "pymalloc", "stacks", "other"), 0)
+    counts = dict.fromkeys(kinds, 0)
+    kind = ""
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                name = head[5] if len(head) > 5 else ""
+                size = end - start
+                if name == "[heap]":
+                    kind = "brk"
+                elif name or "rw" not in head[1]:
+                    kind = ""
+                elif start % (64 << 20) == 0:
+                    kind = "arenas64"
+                elif size == 1 << 20:
+                    kind = "pymalloc"
+                elif size in (8 << 20, (8 << 20) + 4096):
+                    kind = "stacks"
+                else:
+                    kind = "other"
+                if kind:
+                    counts[kind] += 1
+            elif kind and head[0] == "Rss:":
+                kinds[kind] += int(head[1])
+    return ", ".join(f"{k} {kinds[k] / 1024:.1f} MB/{counts[k]}" for k in kinds)
+
+
+def _pymalloc(libc: ctypes.CDLL, scratch: str) -> str:
+    """pymalloc's arenas and how full they are, from _PyObject_DebugMallocStats."""
+    out = libc.fopen(scratch.encode(), b"w")
+    ctypes.pythonapi._PyObject_DebugMallocStats(ctypes.c_void_p(out))
+    libc.fclose(ctypes.c_void_p(out))
+    stats = {}
+    with open(scratch) as text:
+        for line in text:
+            if "=" in line and line.startswith("#"):
+                key, _, value = line.partition("=")
+                stats[key.strip("# ").strip()] = int(value.strip().replace(",", ""))
+    return (
+        f"pymalloc arenas {stats['arenas allocated current']}"
+        f" (high {stats['arenas highwater mark']}), blocks {stats['bytes in allocated blocks'] / 1e6:.1f}"
+        f" MB, free in pools {stats['bytes in available blocks'] / 1e6:.1f} MB"
+    )
+
+
 def _watch(path: str) -> None:
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = _Mallinfo2
+    libc.fopen.restype = ctypes.c_void_p
     sqlite = ctypes.CDLL("libsqlite3.so.0")
     sqlite.sqlite3_memory_used.restype = ctypes.c_int64
     started = time.monotonic()
@@ -36,7 +88,8 @@ def _watch(path: str) -> None:
                 f"{time.monotonic() - started:.0f} s: anon {int(anon.split()[1]) / 1024:.1f} MB;"
                 f" malloc in use {heap.uordblks / 1e6:.1f} MB, free kept"
                 f" {heap.fordblks / 1e6:.1f} MB; sqlite {sqlite.sqlite3_memory_used() / 1e6:.2f}"
-                f" MB; python blocks {sys.getallocatedblocks()}",
+                f" MB; python blocks {sys.getallocatedblocks()}; threads {threading.active_count()};"
+                f" {_anon_by_kind()}; {_pymalloc(libc, path + '.stats')}",
                 file=out,
             )
 

@@ -16,7 +16,10 @@ The rules (README "Delivery"):
 - Per-card order. A sweep walks the pending taps in the order they were recorded; a card
   whose earlier tap is in flight, waits for a retry, or whose answer is not written yet
   is skipped for the rest of the sweep. So a card has at most one request in flight, and
-  its taps reach the server in order, without holding up other cards.
+  its taps reach the server in order, without holding up other cards. A sweep ends at
+  the horizon it began with: the taps recorded meanwhile go with the next one, so what a
+  sweep remembers (the cards it met) is bounded by the backlog it began with, not by a
+  stream of taps that never lets it end (issue 14: sets of every card of the school).
 - Flush interval. A tap is sent at the first flush after it was recorded: flushes fall
   on a fixed grid (start, start + interval, ...), and a tap recorded after the latest
   flush waits for the next one (the horizon). With `0s` (and absensi) every tap is a
@@ -149,6 +152,7 @@ class _Sweep(Generic[T]):
     # The cards recorded since it began: with `seen` at its end, every card with a
     # pending tap.
     recorded: set[str] = field(default_factory=set)
+    until: int = 0  # the horizon it began with: it ends at the first tap after it
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,9 @@ class Scheduler(Generic[T]):
             if card not in judged and oldest.get(card, tap.seq) == tap.seq:
                 self._fresh.append(tap)
             judged.add(card)
-        self._know_busy(set(oldest) | self._unknown)
+        cards = set(oldest)
+        cards |= self._unknown
+        self._know_busy(cards)
 
     def rescan(self) -> None:
         """Taps older than the sweep's position became pending: sweep again from the
@@ -408,23 +414,21 @@ class Scheduler(Generic[T]):
             if sweep is None or self._restart:
                 if not self._want_sweep:
                     return Wait(self._wake_at())
-                sweep = self._sweep = _Sweep(self._blocked_cards())
+                sweep = self._sweep = _Sweep(self._blocked_cards(), until=self._horizon)
                 self._want_sweep = self._restart = False
             if sweep.page is None:
                 return Fetch(sweep.cursor)
             if not sweep.page:
                 if sweep.last_page:
-                    if not self._counting and self.rules.flush_interval_s == 0:
-                        # It met every pending tap's card (or holds it since it began);
-                        # a candidate it did not send waits behind its card's older tap.
-                        self._know_busy(sweep.seen | sweep.recorded)
-                    self._end_sweep(now)
+                    self._end_whole_sweep(sweep, now)
                     continue
                 sweep.page = None
                 continue
             tap = sweep.page[0]
-            if tap.seq > self._horizon:
-                self._end_sweep(now)  # the rest waits for the next flush
+            if tap.seq > sweep.until:
+                # The rest was recorded after it began (or after the flush it began with):
+                # the next sweep's.
+                self._end_whole_sweep(sweep, now)
                 continue
             # `seen` holds the cards in flight or unwritten when the sweep began, and every
             # card met since: so a card's tap never overtakes or overlaps an earlier one.
@@ -450,6 +454,15 @@ class Scheduler(Generic[T]):
         self._candidates.pop(tap.seq, None)
         return Send(tap)
 
+    def _end_whole_sweep(self, sweep: _Sweep[T], now: float) -> None:
+        """The sweep walked every pending tap up to its horizon. With `0s` the horizon is
+        the latest tap when it began, so it met every pending tap's card or holds it in
+        `recorded` since; a candidate it did not send waits behind its card's older tap."""
+        if not self._counting and self.rules.flush_interval_s == 0:
+            sweep.seen |= sweep.recorded  # it ends: its set is handed on, not copied
+            self._know_busy(sweep.seen)
+        self._end_sweep(now)
+
     def _know_busy(self, cards: set[str]) -> None:
         self._busy = cards
         self._candidates.clear()
@@ -460,7 +473,9 @@ class Scheduler(Generic[T]):
         # pending may be older than theirs.
         for tap in self._fresh:
             self._candidates[tap.seq] = tap
-        self._unknown |= {tap.card_no for tap in self._fresh} | (self._busy or set())
+        self._unknown.update(tap.card_no for tap in self._fresh)
+        if self._busy is not None:
+            self._unknown |= self._busy
         self._fresh.clear()
         self._busy = None
         self._count_stale = self._counting
