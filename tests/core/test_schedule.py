@@ -626,3 +626,37 @@ def test_a_tap_recorded_before_the_count_is_judged_by_it() -> None:
     fresh.settled = True
     # C3's new tap waits behind its tap 3: the sweep goes on in order.
     assert run_until_wait(sched, 0.5, [*backlog, behind])[0] == backlog[:1]
+
+
+def test_a_sweep_ends_at_the_horizon_it_began_with() -> None:
+    # Issue 14: under a stream of taps a sweep never reached a last page, so it went on
+    # skipping the cards it had met (their next taps waited for it to end), and the sets
+    # of cards it kept grew to every card of the school. It ends at the tap it began with
+    # now; the taps recorded meanwhile are the next sweep's, from the oldest.
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 4)]  # one full page
+    stream = [ModelTap(seq, f"C{seq % 3 + 1}", 0, 0.5) for seq in range(4, 10)]
+    sched = scheduler(*backlog, concurrency=1)
+    fetches: list[int] = []
+    sent: list[int] = []
+    pending = list(backlog)
+    for _ in range(100):
+        action = sched.next_action(1.0)
+        if isinstance(action, Count):
+            sched.counted(oldest(pending))
+        elif isinstance(action, Fetch):
+            fetches.append(action.after_seq)
+            sched.fetched([tap for tap in pending if tap.seq > action.after_seq][:PAGE])
+        elif isinstance(action, Send):
+            sent.append(action.tap.seq)
+            if action.tap.seq == 1:  # the stream arrives while the sweep runs
+                for tap in stream:
+                    sched.recorded(tap.seq, tap)
+                    pending.append(tap)
+            sched.finished(action.tap.seq, Delivered(), None, 1.0)
+            sched.written([action.tap.seq])
+            action.tap.settled = True
+            pending.remove(action.tap)
+        else:
+            break
+    assert sent == list(range(1, 10))
+    assert fetches[:3] == [0, 3, 0]  # not on to 6: past its horizon (3)
