@@ -50,7 +50,7 @@ from gateagent.config import Config, listen_address
 from gateagent.core.schedule import UplinkState
 from gateagent.errors import StoreError
 from gateagent.logs import Repeats
-from gateagent.store import Store, parse_iso
+from gateagent.store import CACHE_KIB, Store, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ QUEUE_STATES = ("pending", "held", "rejected")
 # A scrape must not wait long behind a writer: WAL readers never do, except while a
 # checkpoint resets the WAL.
 READ_TIMEOUT_S = 1.0
-# Recorded taps counted per query at most (see Collector._count).
+# Recorded taps counted per query at most (see GateCollector._count).
 COUNT_STEP = 1000
 
 
@@ -327,6 +327,8 @@ class GateCollector(Collector):
                 check_same_thread=False,
                 isolation_level=None,
             )
+            # A collect streams a minute's new taps through it (GateCollector._count).
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             self._store, self._conn = Store(path, conn), conn
         return self._store
 
