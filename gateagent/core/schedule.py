@@ -29,7 +29,7 @@ The rules (README "Delivery"):
   does not hold up the person tapping now, and no card's order changes. The cards with a
   pending tap are known from the database (`Count`, at start and after a rescan: each
   card's oldest pending tap, so the taps recorded while it was not known are judged too)
-  and from each sweep that walked the whole backlog, plus every card recorded since.
+  and from each sweep that reached its end, plus every card recorded since.
   With `concurrency` above 1 a sweep leaves one slot to fresh taps: the tap recorded now
   does not wait for one of the backlog's round trips either.
 - Concurrency. `ok`: up to `concurrency` requests in flight. `retrying` / `paused-*`:
