@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateagent.config import Config
 from gateagent.core.backoff import Backoff
@@ -16,7 +17,16 @@ from gateagent.store import NewTap, Store, Tap
 from gateagent.uplink.client import Uploader
 
 FAST = Backoff(base_s=0.01, cap_s=0.05)
-NOW = datetime.now(UTC).replace(microsecond=123456)
+# Now, but never later than 14:00 at the gate (tests/settings.py's Asia/Jakarta): the
+# tests record taps up to 9 hours after NOW, and the simulator refuses a tap of the
+# gate's tomorrow ("Cannot add attendance for tomorrow onwards"), so they failed every
+# day from 15:00 at the gate (08:00 UTC) until its midnight.
+_AT_GATE = datetime.now(ZoneInfo("Asia/Jakarta"))
+NOW = (
+    min(_AT_GATE, _AT_GATE.replace(hour=14, minute=0, second=0))
+    .astimezone(UTC)
+    .replace(microsecond=123456)
+)
 
 
 def record(
