@@ -351,8 +351,8 @@ class Daemon:
     def _start_metrics(self) -> None:
         """The exporter (the textfile and /metrics, README "Monitoring many gates"), made
         by a supervised task: a failure to import or start it (a broken prometheus_client)
-        is logged, retried and told to the watchdog, never the end of the daemon or of a
-        reload. Once: a reload while it is being made changes it when it is made."""
+        is logged and retried (named in STATUS= while down), never the end of the daemon or
+        of a reload. Once: a reload while it is being made changes it when it is made."""
         running = self._tasks.get("metrics")
         if running is None or running.done():
             self._tasks["metrics"] = self._supervisor.task(
@@ -364,7 +364,7 @@ class Daemon:
         from gateagent.metrics import Exporter  # noqa: PLC0415 (only when wanted)
 
         settings = self.settings
-        if self._metrics is not None or not _wants_metrics(settings):
+        if not _wants_metrics(settings):
             return  # turned off by a reload meanwhile
         exporter = Exporter(settings, unsaved=lambda: self._recorder.unsaved)
         # Collecting reads the database: never on the loop.

@@ -55,10 +55,10 @@ _PURGE_BATCH = 5000
 # How long a statement waits for another writer (`gateagent requeue`, a backup) to finish.
 BUSY_TIMEOUT_S = 10.0
 # Each connection's page cache: an eighth of SQLite's default (2 MB). A connection's cache
-# is emptied whenever another one has written (the writer, the uploader and the collector
-# do so all day), so a large one held little for long, but swung with every busy stretch,
-# SQLite's memory between 0.6 and 4.6 MB, and what glibc gave it for that stayed with the
-# process (benchmarks/longrun.py --heap, issue 14). With this it stays under 1 MB.
+# is emptied whenever another one has written (the writer and the uploader do all day),
+# so a large one held little for long, but swung with every busy stretch, SQLite's memory
+# between 0.6 and 4.6 MB, and what glibc gave it for that stayed with the process
+# (benchmarks/longrun.py --heap, issue 14). With this it stayed under 1.1 MB.
 CACHE_KIB = 256
 
 

@@ -28,7 +28,9 @@ class _Mallinfo2(ctypes.Structure):
 def _anon_by_kind() -> str:
     """RSS of the anonymous mappings in /proc/self/smaps by what they most likely are:
     brk (glibc's main heap), 64 MiB-aligned (glibc's other heaps), 1 MiB (pymalloc's
-    arenas), 8 MiB + a guard page (thread stacks), and the rest (large mallocs)."""
+    arenas), 8 MiB + a guard page (thread stacks), and the rest (large mallocs). A guess:
+    the kernel merges adjacent anonymous mappings, so neighbouring pymalloc arenas count
+    as "other"; `_pymalloc` has their true number."""
     kinds = dict.fromkeys(("brk", "arenas64", "pymalloc", "stacks", "other"), 0)
     counts = dict.fromkeys(kinds, 0)
     kind = ""
