@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
-from gateagent import config
+from gateagent import config, heap
 from gateagent.clock import Clock
 from gateagent.config import Config, Reader
 from gateagent.core.answers import Outcome, Retry
@@ -626,6 +626,8 @@ class Daemon:
             # At its own interval; also while the database is not open (a gate that reads).
             if self._metrics is not None:
                 await asyncio.to_thread(self._metrics.tick, now)
+            # What the last tick's work freed goes back to the system (gateagent/heap.py).
+            heap.trim()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=HOUSEKEEPING_S)
 
