@@ -9,10 +9,13 @@ heap, each mprotect(2) that widens another, with its C stack (issue 14 found the
 metrics' sort, SQLite's page caches and the scheduler's sets so)."""
 
 import ctypes
+import gc
+import itertools
 import os
 import sys
 import threading
 import time
+from collections import deque
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -78,6 +81,45 @@ def _pymalloc(libc: ctypes.CDLL, scratch: str) -> str:
     )
 
 
+def _owner(container: object) -> str:
+    """`Class.attribute` of the object holding `container`, else its type. An object's
+    attributes are its own referents, or those of its `__dict__` once one was made."""
+    for holder in gc.get_referrers(container):
+        if isinstance(holder, dict):
+            owners = [h for h in gc.get_referrers(holder) if getattr(h, "__dict__", None) is holder]
+            if not owners:
+                continue
+            attributes, kind = holder, type(owners[0]).__name__
+        else:
+            attributes, kind = getattr(holder, "__dict__", {}), type(holder).__name__
+        for name, value in attributes.items():
+            if value is container:
+                return f"{kind}.{name}"
+    return type(container).__name__
+
+
+def _census(first: dict[str, int]) -> str:
+    """The gc-tracked objects by type: the five types whose count grew most since the
+    first census (`first`, filled on the first call), and the five biggest containers
+    (by len), to tell a structure that grows from one that only swings."""
+    counts: dict[str, int] = {}
+    sizes: list[tuple[int, str]] = []
+    for obj in gc.get_objects():
+        kind = type(obj).__name__
+        counts[kind] = counts.get(kind, 0) + 1
+        if isinstance(obj, (dict, set, frozenset, list, deque)) and len(obj) >= 1000:
+            sizes.append((len(obj), _owner(obj)))
+    if not first:
+        first.update(counts)
+    grew = sorted(counts, key=lambda k: counts[k] - first.get(k, 0), reverse=True)[:5]
+    return (
+        "grew "
+        + ", ".join(f"{k} {counts[k] - first.get(k, 0):+d}" for k in grew)
+        + "; biggest "
+        + ", ".join(f"{name} {n}" for n, name in sorted(sizes, reverse=True)[:5])
+    )
+
+
 def _watch(path: str) -> None:
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = _Mallinfo2
@@ -85,9 +127,12 @@ def _watch(path: str) -> None:
     sqlite = ctypes.CDLL("libsqlite3.so.0")
     sqlite.sqlite3_memory_used.restype = ctypes.c_int64
     started = time.monotonic()
+    first: dict[str, int] = {}
     with open(path, "w", buffering=1) as out:
-        while True:
+        for n in itertools.count(1):
             time.sleep(10)
+            if n % 6 == 0:  # every minute: a census holds the GIL for some 50 ms
+                print(f"{time.monotonic() - started:.0f} s: {_census(first)}", file=out)
             with open("/proc/self/status") as status:
                 anon = next(line for line in status if line.startswith("RssAnon:"))
             heap = libc.mallinfo2()
