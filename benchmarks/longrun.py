@@ -22,7 +22,8 @@ typed or read must be recorded and delivered, in each card's order.
 `--heap FILE`: the daemon writes its heap to FILE every 10 s (`heapwatch/`): RSS's
 anonymous part beside glibc's bytes in use and the free bytes its heaps keep, SQLite's
 own memory, Python's allocated blocks and pymalloc's arenas, to tell a leak from what
-the allocator keeps.
+the allocator keeps; and every minute the types of objects that grew and the biggest
+containers, by the attribute holding them.
 """
 
 from __future__ import annotations
