@@ -3,7 +3,8 @@ every 10 s one line to FILE with RSS's anonymous part beside glibc's heaps (mall
 the bytes in use and the free bytes the heaps keep), SQLite's own memory, Python's
 allocated blocks and threads, the anonymous mappings' RSS by kind (`_anon_by_kind`) and
 pymalloc's arenas, which tells a leak from memory the allocator keeps, and which heap
-grew; every minute a census of the gc-tracked objects (`_census`). glibc only. To see what made a heap grow, run the daemon under
+grew; every minute a census of the gc-tracked objects (`_census`), and with
+HEAPWATCH_TRACE=1 the source lines whose Python allocations grew (`_traced`). glibc only. To see what made a heap grow, run the daemon under
 `strace --seccomp-bpf -f -k -e trace=brk,mprotect`: each brk(2) that raises the main
 heap, each mprotect(2) that widens another, with its C stack (issue 14 found the
 metrics' sort, SQLite's page caches and the scheduler's sets so)."""
@@ -15,6 +16,7 @@ import os
 import sys
 import threading
 import time
+import tracemalloc
 from collections import deque
 
 
@@ -74,6 +76,8 @@ def _pymalloc(libc: ctypes.CDLL, scratch: str) -> str:
             if "=" in line and line.startswith("#"):
                 key, _, value = line.partition("=")
                 stats[key.strip("# ").strip()] = int(value.strip().replace(",", ""))
+    if not stats:
+        return "pymalloc arenas unknown (tracemalloc hides them)"
     return (
         f"pymalloc arenas {stats['arenas allocated current']}"
         f" (high {stats['arenas highwater mark']}), blocks {stats['bytes in allocated blocks'] / 1e6:.1f}"
@@ -120,6 +124,20 @@ def _census(first: dict[str, int]) -> str:
     )
 
 
+def _traced(traced: list[tracemalloc.Snapshot]) -> str:
+    """With HEAPWATCH_TRACE=1: the source lines whose Python allocations grew most since
+    the first census (tracemalloc; the daemon runs slower)."""
+    snapshot = tracemalloc.take_snapshot()
+    if not traced:
+        traced.append(snapshot)
+    grew = snapshot.compare_to(traced[0], "lineno")[:6]
+    return "; ".join(
+        f"{stat.traceback[0].filename.rsplit('/', 2)[-1]}:{stat.traceback[0].lineno}"
+        f" {stat.size_diff / 1e3:+.0f} kB"
+        for stat in grew
+    )
+
+
 def _watch(path: str) -> None:
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = _Mallinfo2
@@ -128,11 +146,14 @@ def _watch(path: str) -> None:
     sqlite.sqlite3_memory_used.restype = ctypes.c_int64
     started = time.monotonic()
     first: dict[str, int] = {}
+    traced: list[tracemalloc.Snapshot] = []
     with open(path, "w", buffering=1) as out:
         for n in itertools.count(1):
             time.sleep(10)
             if n % 6 == 0:  # every minute: a census holds the GIL for some 50 ms
                 print(f"{time.monotonic() - started:.0f} s: {_census(first)}", file=out)
+                if tracemalloc.is_tracing():
+                    print(f"  {_traced(traced)}", file=out)
             with open("/proc/self/status") as status:
                 anon = next(line for line in status if line.startswith("RssAnon:"))
             heap = libc.mallinfo2()
@@ -147,4 +168,6 @@ def _watch(path: str) -> None:
 
 
 if "run" in sys.orig_argv and (_path := os.environ.get("HEAPWATCH_FILE")):
+    if os.environ.get("HEAPWATCH_TRACE"):
+        tracemalloc.start()
     threading.Thread(target=_watch, args=(_path,), name="heapwatch", daemon=True).start()
