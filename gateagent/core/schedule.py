@@ -29,7 +29,8 @@ The rules (README "Delivery"):
   does not hold up the person tapping now, and no card's order changes. The cards with a
   pending tap are known from the database (`Count`, at start and after a rescan: each
   card's oldest pending tap, so the taps recorded while it was not known are judged too)
-  and from each sweep that reached its end, plus every card recorded since.
+  and from each sweep that reached its end (the cards it leaves a pending tap of, and
+  those in flight or unwritten), plus every card recorded since.
   With `concurrency` above 1 a sweep leaves one slot to fresh taps: the tap recorded now
   does not wait for one of the backlog's round trips either.
 - Concurrency. `ok`: up to `concurrency` requests in flight. `retrying` / `paused-*`:
@@ -149,9 +150,11 @@ class _Sweep(Generic[T]):
     cursor: int = 0
     page: deque[T] | None = None  # None: the next page is still to be read
     last_page: bool = False
-    # The cards recorded since it began: with `seen` at its end, every card with a
-    # pending tap.
+    # The cards recorded since it began, and those it leaves a pending tap of (met and
+    # skipped, or sent and answered with a retry or a pause): with the cards in flight
+    # or unwritten at its end, every card with a pending tap.
     recorded: set[str] = field(default_factory=set)
+    left: set[str] = field(default_factory=set)
     until: int = 0  # the horizon it began with: it ends at the first tap after it
 
 
@@ -285,6 +288,8 @@ class Scheduler(Generic[T]):
         self._unwritten[seq] = flight.card_no
         rules = self.rules
         if isinstance(outcome, Retry | Paused):
+            if self._sweep is not None:
+                self._sweep.left.add(flight.card_no)  # its tap stays pending
             hold = 0.0
             if flight.round == self._round:
                 # The first failure since this request was sent: a hold of its own.
@@ -439,6 +444,7 @@ class Scheduler(Generic[T]):
                 self._step(sweep, tap)
                 return self._send(tap, now)
             sweep.seen.add(tap.card_no)  # a card's later taps wait behind this one
+            sweep.left.add(tap.card_no)
             self._step(sweep, tap)
 
     # -- internals -----------------------------------------------------------------
@@ -456,11 +462,16 @@ class Scheduler(Generic[T]):
 
     def _end_whole_sweep(self, sweep: _Sweep[T], now: float) -> None:
         """The sweep walked every pending tap up to its horizon. With `0s` the horizon is
-        the latest tap when it began, so it met every pending tap's card or holds it in
-        `recorded` since; a candidate it did not send waits behind its card's older tap."""
+        the latest tap when it began, so a card with a pending tap now was recorded since,
+        left behind by it, or is in flight or unwritten; a candidate it did not send waits
+        behind its card's older tap. The cards whose taps it delivered are not kept: their
+        next taps go first again (and the set is the pending cards', not every card met)."""
         if not self._counting and self.rules.flush_interval_s == 0:
-            sweep.seen |= sweep.recorded  # it ends: its set is handed on, not copied
-            self._know_busy(sweep.seen)
+            busy = sweep.recorded  # it ends: its sets are handed on, not copied
+            busy |= sweep.left
+            busy.update(flight.card_no for flight in self._in_flight.values())
+            busy.update(self._unwritten.values())
+            self._know_busy(busy)
         self._end_sweep(now)
 
     def _know_busy(self, cards: set[str]) -> None:

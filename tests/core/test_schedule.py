@@ -660,3 +660,62 @@ def test_a_sweep_ends_at_the_horizon_it_began_with() -> None:
             break
     assert sent == list(range(1, 10))
     assert fetches[:3] == [0, 3, 0]  # not on to 6: past its horizon (3)
+
+
+def test_a_card_whose_taps_a_sweep_delivered_goes_first_again() -> None:
+    # A sweep that ends keeps the cards it leaves a pending tap of, not every card it
+    # met: C1's tap was delivered, so its next one goes before the taps recorded meanwhile
+    # (the sets of cards, issue 14's long run, were twice the pending cards).
+    backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 4)]
+    behind = [ModelTap(4, "C2", 0, 0.5), ModelTap(5, "C3", 0, 0.5)]
+    again = ModelTap(6, "C1", 0, 1.0)
+    sched = scheduler(*backlog, concurrency=1)
+    pending = list(backlog)
+    sent: list[int] = []
+    for _ in range(100):
+        action = sched.next_action(1.0)
+        if isinstance(action, Count):
+            sched.counted(oldest(pending))
+        elif isinstance(action, Fetch):
+            sched.fetched([tap for tap in pending if tap.seq > action.after_seq][:PAGE])
+        elif isinstance(action, Send):
+            sent.append(action.tap.seq)
+            if action.tap.seq == 1:  # their cards have a pending tap: behind them
+                for tap in behind:
+                    assert sched.recorded(tap.seq, tap)
+                    pending.append(tap)
+            if action.tap.seq == 4:  # tapped while the next sweep's first request runs
+                assert sched.recorded(again.seq, again)
+                pending.append(again)
+            sched.finished(action.tap.seq, Delivered(), None, 1.0)
+            sched.written([action.tap.seq])
+            pending.remove(action.tap)
+        else:
+            break
+    assert sent == [1, 2, 3, 4, 6, 5]
+
+
+def test_a_card_a_sweep_left_retrying_does_not_go_first() -> None:
+    # The other side of the test above: a tap the sweep sent and the server asked to
+    # retry stays pending, so its card's next tap keeps its place behind it.
+    taps = [ModelTap(1, "A", 0, 0.0), ModelTap(2, "B", 0, 0.0), ModelTap(3, "C", 0, 0.0)]
+    sched = Scheduler(rules(2, 0.0), 0.0, len(taps), Top(), PAGE)
+    assert run_until_wait(sched, 0.0, taps)[0] == taps[:1]  # one slot kept for fresh taps
+    sched.finished(1, Retry("http-503", "", 503), None, 1.0)
+    sched.written([1])
+    taps[0].attempts = 1
+    assert run_until_wait(sched, 100.0, taps)[0] == taps[1:2]  # the probe
+    sched.finished(2, Delivered(), None, 100.0)  # the server is back: tap 1 is due
+    sched.written([2])
+    taps[1].settled = True
+    pending = [taps[0], taps[2]]
+    assert run_until_wait(sched, 100.0, pending)[0] == taps[2:3]  # the sweep's end
+    later = ModelTap(4, "A", 0, 100.0)
+    sched.recorded(4, later)
+    # Not in the slot kept for fresh taps: it waits behind tap 1, which the next sweep
+    # sends once tap 3's slot is free.
+    assert run_until_wait(sched, 100.0, [*pending, later])[0] == []
+    sched.finished(3, Delivered(), None, 100.0)
+    sched.written([3])
+    taps[2].settled = True
+    assert run_until_wait(sched, 100.0, [taps[0], later])[0] == taps[:1]
