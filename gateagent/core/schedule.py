@@ -465,7 +465,7 @@ class Scheduler(Generic[T]):
         the latest tap when it began, so a card with a pending tap now was recorded since,
         left behind by it, or is in flight or unwritten; a candidate it did not send waits
         behind its card's older tap. The cards whose taps it delivered are not kept: their
-        next taps go first again (and the set is the pending cards', not every card met)."""
+        next taps go first again."""
         if not self._counting and self.rules.flush_interval_s == 0:
             busy = sweep.recorded  # it ends: its sets are handed on, not copied
             busy |= sweep.left
