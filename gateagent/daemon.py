@@ -146,6 +146,8 @@ class Daemon:
         self._answered_at: str | None = None
         self._answered_published: str | None = None
         self._counts: dict[str, int] | None = None
+        # Store.watermarks() when the database was opened: where the metrics count from.
+        self._since: tuple[int, str] | None = None
         self._counts_stale = True
         self._counts_until = 0.0
         self._opened = asyncio.Event()
@@ -297,16 +299,16 @@ class Daemon:
         rows = self._rows(self._readers)
         names = list(self._readers)
 
-        def prepare() -> tuple[dict[str, int], int]:
+        def prepare() -> tuple[dict[str, int], int, tuple[int, str]]:
             store = Store.open(settings.storage.path)
             try:
                 unknown = store.mark_clock_unknown(boot)
                 _write_state(store, meta, rows, names)
-                return store.counts(), unknown
+                return store.counts(), unknown, store.watermarks()
             finally:
                 store.close()
 
-        counts, unknown = await asyncio.to_thread(prepare)
+        counts, unknown, self._since = await asyncio.to_thread(prepare)
         if unknown:
             log.warning(
                 "held taps of an earlier boot cannot be corrected reason=clock-unknown count=%d"
@@ -366,7 +368,9 @@ class Daemon:
         settings = self.settings
         if not _wants_metrics(settings):
             return  # turned off by a reload meanwhile
-        exporter = Exporter(settings, unsaved=lambda: self._recorder.unsaved)
+        # Counting from the database's opening: the taps recorded and delivered while the
+        # exporter was being made count too (None if it was not open yet).
+        exporter = Exporter(settings, unsaved=lambda: self._recorder.unsaved, since=self._since)
         # Collecting reads the database: never on the loop.
         await asyncio.to_thread(exporter.start)
         self._metrics = exporter

@@ -82,7 +82,11 @@ class GateCollector(Collector):
         unsaved: Callable[[], int] | None = None,
         wall: Callable[[], datetime] = _now_utc,
         repeats: Repeats | None = None,
+        since: tuple[int, str] | None = None,
     ) -> None:
+        """`since`: `Store.watermarks()` when the daemon started, so what it recorded and
+        delivered before this was made counts; without it, counting starts at the first
+        collect."""
         self.settings = settings
         self._unsaved = unsaved
         self._wall = wall
@@ -90,8 +94,9 @@ class GateCollector(Collector):
         self._lock = threading.Lock()
         self._store: Store | None = None
         self._conn: sqlite3.Connection | None = None
-        self._seq: int | None = None  # taps up to this seq are counted
-        self._settled: str | None = None  # answers settled up to this time are counted
+        # Taps up to this seq, and answers settled up to this time, are counted.
+        self._seq: int | None = None if since is None else since[0]
+        self._settled: str | None = None if since is None else since[1]
         self._recorded: dict[tuple[str, str], float] = {}
         self._uploads = dict.fromkeys(UPLOAD_OUTCOMES, 0.0)
 
@@ -277,11 +282,8 @@ class GateCollector(Collector):
                 self._recorded.setdefault((reader.name, state), 0.0)
         if self._seq is None:
             # Count from now: what was there before this process is not its doing.
-            self._seq = int(conn.execute("SELECT coalesce(max(seq), 0) FROM taps").fetchone()[0])
-            row = conn.execute(
-                "SELECT max(settled_at) FROM taps WHERE settled_at IS NOT NULL"
-            ).fetchone()
-            self._settled = row[0] or ""
+            assert self._store is not None
+            self._seq, self._settled = self._store.watermarks()
             return
         # A GROUP BY that is not in an index's order sorts its rows in memory, in a
         # buffer as large as the cache (2 MB): a busy minute's taps sorted at once left
@@ -351,10 +353,13 @@ class Exporter:
         *,
         unsaved: Callable[[], int] | None = None,
         wall: Callable[[], datetime] = _now_utc,
+        since: tuple[int, str] | None = None,
     ) -> None:
         self._settings = settings
         self._repeats = Repeats(log)
-        self.collector = GateCollector(settings, unsaved=unsaved, wall=wall, repeats=self._repeats)
+        self.collector = GateCollector(
+            settings, unsaved=unsaved, wall=wall, repeats=self._repeats, since=since
+        )
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         self._server: WSGIServer | None = None

@@ -173,6 +173,24 @@ def test_the_metrics_say_what_the_database_holds(
     exporter.stop()
 
 
+def test_the_counters_start_where_the_daemon_opened_the_database(
+    settings: Config, store: Store
+) -> None:
+    # The exporter is made after READY=1 (its import aside): what the daemon recorded
+    # and delivered meanwhile is its doing too. It was left out when the counters began
+    # at the first collect (a flaky test_metrics_endpoint_of_a_running_gate: 1, not 2).
+    tz = settings.device.tz
+    store.record(tap("0000000099", at=NOW - timedelta(hours=2)), tz, 600.0, False)
+    since = store.watermarks()
+    recorded = store.record(tap("0012822001"), tz, 600.0, False)
+    store.settle([Answer(recorded.seq, Delivered())], NOW)
+    exporter = Exporter(settings, wall=lambda: NOW, since=since)
+    found = samples(exporter.text().decode())
+    assert value(found, "gateagent_taps_recorded_total", reader="desk", state="pending") == 1
+    assert value(found, "gateagent_uploads_total", outcome="delivered") == 1
+    exporter.stop()
+
+
 def test_the_textfile_is_replaced_whole_and_readable_by_node_exporter(
     settings: Config, store: Store
 ) -> None:
