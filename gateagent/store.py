@@ -490,12 +490,11 @@ class Store:
     def watermarks(self) -> tuple[int, str]:
         """The newest tap's seq and the latest answer's settled_at ("" for none): what a
         count of this process's taps and answers starts from (the metrics)."""
-        with self._failing_as("read the newest tap and answer"):
-            seq, settled = self._conn.execute(
-                "SELECT (SELECT coalesce(max(seq), 0) FROM taps),"
-                " (SELECT max(settled_at) FROM taps WHERE settled_at IS NOT NULL)"
+        with self._failing_as("read the latest answer"):
+            (settled,) = self._conn.execute(
+                "SELECT max(settled_at) FROM taps WHERE settled_at IS NOT NULL"
             ).fetchone()
-        return int(seq), settled or ""
+        return self.last_seq(), settled or ""
 
     def settle(self, answers: Sequence[Answer], now: datetime) -> None:
         """Write a batch of the uploader's answers in one commit."""

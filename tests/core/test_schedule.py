@@ -664,8 +664,7 @@ def test_a_sweep_ends_at_the_horizon_it_began_with() -> None:
 
 def test_a_card_whose_taps_a_sweep_delivered_goes_first_again() -> None:
     # A sweep that ends keeps the cards it leaves a pending tap of, not every card it
-    # met: C1's tap was delivered, so its next one goes before the taps recorded meanwhile
-    # (the sets of cards, issue 14's long run, were twice the pending cards).
+    # met: C1's tap was delivered, so its next one goes before the taps recorded meanwhile.
     backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 4)]
     behind = [ModelTap(4, "C2", 0, 0.5), ModelTap(5, "C3", 0, 0.5)]
     again = ModelTap(6, "C1", 0, 1.0)
