@@ -26,11 +26,13 @@ The rules (README "Delivery"):
   flush of its own. Retries and a card's next taps go as soon as they may.
 - Fresh taps first. With `0s`, a tap recorded now whose card has no older pending tap
   goes with the next free slot, before the rest of a sweep: a backlog (after an outage)
-  does not hold up the person tapping now, and no card's order changes. The cards with a
-  pending tap are known from the database (`Count`, at start and after a rescan: each
-  card's oldest pending tap, so the taps recorded while it was not known are judged too)
-  and from each sweep that reached its end (the cards it leaves a pending tap of, and
-  those in flight or unwritten), plus every card recorded since.
+  does not hold up the person tapping now, and no card's order changes. The taps recorded
+  here are known until their answers are written (`_pending`); of the others (a backlog,
+  taps released or requeued), the cards are known from the database (`Count`, at start
+  and after a rescan: each card's oldest pending tap, so the taps recorded while it was
+  not known are judged too) and from each sweep that walked them all (the cards it leaves
+  a pending tap of, and those in flight or unwritten). So what is remembered is bounded
+  by the pending taps, not by the cards tapped (issue 14).
   With `concurrency` above 1 a sweep leaves one slot to fresh taps: the tap recorded now
   does not wait for one of the backlog's round trips either.
 - Concurrency. `ok`: up to `concurrency` requests in flight. `retrying` / `paused-*`:
@@ -147,15 +149,14 @@ Action = Fetch | Count | Send[T] | Wait | Cancel | Finished
 @dataclass
 class _Sweep(Generic[T]):
     seen: set[str]
+    until: int  # the horizon it began with: it ends at the first tap after it
     cursor: int = 0
     page: deque[T] | None = None  # None: the next page is still to be read
     last_page: bool = False
-    # The cards recorded since it began, and those it leaves a pending tap of (met and
-    # skipped, or sent and answered with a retry or a pause): with the cards in flight
-    # or unwritten at its end, every card with a pending tap.
-    recorded: set[str] = field(default_factory=set)
+    # The cards it leaves a pending tap of (met and skipped, or sent and answered with a
+    # retry or a pause): with the cards in flight or unwritten at its end, every card
+    # with a pending tap up to `until`.
     left: set[str] = field(default_factory=set)
-    until: int = 0  # the horizon it began with: it ends at the first tap after it
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class Scheduler(Generic[T]):
         # Ambiguous attempts: ends only with time.
         self._guard_until = {seq: at for seq, at in (guards or {}).items() if at > now}
         self._in_flight: dict[int, _Flight] = {}
-        self._unwritten: dict[int, str] = {}
+        self._unwritten: dict[int, tuple[str, bool]] = {}  # seq -> card, settled
         # Taps with a seq above the horizon wait for the next flush; start is a flush.
         self._latest = latest_seq
         self._horizon = latest_seq
@@ -206,12 +207,14 @@ class Scheduler(Generic[T]):
         self._want_sweep = True
         self._restart = False
         self._stop_at: float | None = None
-        # Cards that may have a pending tap (None: not known); fresh taps of the others
-        # go first, from `_fresh`. While not known: the pending taps recorded and not sent
-        # since (`_candidates`, judged by the next Count) and their cards (`_unknown`).
+        # With `0s`: the taps recorded here that are pending, by card, until their
+        # answers are written (a card with one is busy, for certain).
+        self._pending: dict[str, list[int]] = {}
+        # Cards that may have a pending tap not recorded here (None: not known); fresh
+        # taps of the cards busy in neither go first, from `_fresh`. While not known: the
+        # pending taps recorded and not sent since, judged by the next Count.
         self._busy: set[str] | None = None
         self._candidates: dict[int, T] = {}
-        self._unknown: set[str] = set()
         self._counting = False  # a Count is being read
         self._count_stale = False  # taps became pending since it was asked for
         self._count_wanted = rules.flush_interval_s == 0
@@ -231,19 +234,15 @@ class Scheduler(Generic[T]):
         if at_once:
             self._horizon = self._latest
             self._want_sweep = True
-        if tap is None:
-            return at_once
+        if tap is None or not at_once:
+            return at_once  # with a flush interval no tap goes first: nothing to know
         card = tap.card_no
-        if self._sweep is not None:
-            self._sweep.recorded.add(card)
         if self._busy is None:
-            self._unknown.add(card)
-            if at_once and len(self._candidates) < self._page_size:
+            if len(self._candidates) < self._page_size:
                 self._candidates[tap.seq] = tap
-            return at_once
-        if at_once and card not in self._busy:
+        elif card not in self._busy and card not in self._pending:
             self._fresh.append(tap)
-        self._busy.add(card)
+        self._pending.setdefault(card, []).append(tap.seq)
         return at_once
 
     def counted(self, oldest: Mapping[str, int] | None) -> None:
@@ -261,9 +260,7 @@ class Scheduler(Generic[T]):
             if card not in judged and oldest.get(card, tap.seq) == tap.seq:
                 self._fresh.append(tap)
             judged.add(card)
-        cards = set(oldest)
-        cards |= self._unknown
-        self._know_busy(cards)
+        self._know_busy(set(oldest))
 
     def rescan(self) -> None:
         """Taps older than the sweep's position became pending: sweep again from the
@@ -285,9 +282,10 @@ class Scheduler(Generic[T]):
         flight = self._in_flight.pop(seq, None)
         if flight is None:
             return False  # cancelled at stop; its answer is not taken
-        self._unwritten[seq] = flight.card_no
+        settled = not isinstance(outcome, Retry | Paused)
+        self._unwritten[seq] = (flight.card_no, settled)
         rules = self.rules
-        if isinstance(outcome, Retry | Paused):
+        if not settled:
             if self._sweep is not None:
                 self._sweep.left.add(flight.card_no)  # its tap stays pending
             hold = 0.0
@@ -323,7 +321,13 @@ class Scheduler(Generic[T]):
     def written(self, seqs: list[int]) -> None:
         """These answers are in the database: their cards may send their next taps."""
         for seq in seqs:
-            self._unwritten.pop(seq, None)
+            card, settled = self._unwritten.pop(seq, ("", False))
+            recorded = self._pending.get(card)
+            if settled and recorded is not None and seq in recorded:
+                # Not pending any more. (A tap not recorded here is not in the list.)
+                recorded.remove(seq)
+                if not recorded:
+                    del self._pending[card]
         self._want_sweep = True
 
     def reconfigure(self, rules: Rules, now: float, new_endpoint: bool) -> None:
@@ -332,10 +336,12 @@ class Scheduler(Generic[T]):
         server may still be working on those requests."""
         old, self.rules = self.rules, rules
         if rules.flush_interval_s != old.flush_interval_s:
-            # A flush now, then the new grid.
+            # A flush now, then the new grid; and a sweep from the oldest, begun under
+            # the new rules (the end of one begun under a flush interval, whose horizon
+            # lags and whose taps recorded were not counted, tells nothing of `0s`).
             self._flush_origin, self._flushes = now, 0
             self._horizon = self._latest
-            self._want_sweep = True
+            self._want_sweep = self._restart = True
             self._forget_busy()
         if new_endpoint:
             self._retry_at.clear()
@@ -419,7 +425,7 @@ class Scheduler(Generic[T]):
             if sweep is None or self._restart:
                 if not self._want_sweep:
                     return Wait(self._wake_at())
-                sweep = self._sweep = _Sweep(self._blocked_cards(), until=self._horizon)
+                sweep = self._sweep = _Sweep(self._blocked_cards(), self._horizon)
                 self._want_sweep = self._restart = False
             if sweep.page is None:
                 return Fetch(sweep.cursor)
@@ -461,32 +467,28 @@ class Scheduler(Generic[T]):
         return Send(tap)
 
     def _end_whole_sweep(self, sweep: _Sweep[T], now: float) -> None:
-        """The sweep walked every pending tap up to its horizon. With `0s` the horizon is
-        the latest tap when it began, so a card with a pending tap now was recorded since,
-        left behind by it, or is in flight or unwritten; a candidate it did not send waits
-        behind its card's older tap. The cards whose taps it delivered are not kept: their
-        next taps go first again."""
+        """The sweep walked every pending tap up to its horizon. With `0s` (all along:
+        a new interval restarts it) the horizon is the latest tap when it began, so a
+        pending tap now was recorded since (in `_pending`), was left behind by it, or is
+        in flight or unwritten; a candidate it did not send waits behind its card's older
+        tap. The cards whose taps it delivered are not kept: their next taps go first
+        again."""
         if not self._counting and self.rules.flush_interval_s == 0:
-            busy = sweep.recorded  # it ends: its sets are handed on, not copied
-            busy |= sweep.left
+            busy = sweep.left  # it ends: its set is handed on, not copied
             busy.update(flight.card_no for flight in self._in_flight.values())
-            busy.update(self._unwritten.values())
+            busy.update(card for card, _ in self._unwritten.values())
             self._know_busy(busy)
         self._end_sweep(now)
 
     def _know_busy(self, cards: set[str]) -> None:
         self._busy = cards
         self._candidates.clear()
-        self._unknown.clear()
 
     def _forget_busy(self) -> None:
         # Fresh taps not sent yet are judged again by the next Count: a tap that became
         # pending may be older than theirs.
         for tap in self._fresh:
             self._candidates[tap.seq] = tap
-        self._unknown.update(tap.card_no for tap in self._fresh)
-        if self._busy is not None:
-            self._unknown |= self._busy
         self._fresh.clear()
         self._busy = None
         self._count_stale = self._counting
@@ -497,7 +499,8 @@ class Scheduler(Generic[T]):
 
     def _blocked_cards(self) -> set[str]:
         cards = {flight.card_no for flight in self._in_flight.values()}
-        return cards | set(self._unwritten.values())
+        cards.update(card for card, _ in self._unwritten.values())
+        return cards
 
     def _next_flush(self) -> float:
         return self._flush_origin + self._flushes * self.rules.flush_interval_s
