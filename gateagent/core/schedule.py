@@ -32,7 +32,8 @@ The rules (README "Delivery"):
   and after a rescan: each card's oldest pending tap, so the taps recorded while it was
   not known are judged too) and from each sweep that walked them all (the cards it leaves
   a pending tap of, and those in flight or unwritten). So what is remembered is bounded
-  by the pending taps, not by the cards tapped (issue 14).
+  by the pending taps, not by the cards tapped (issue 14); and a page of taps at most
+  waits to go first (in a burst, the rest go with the next sweep).
   With `concurrency` above 1 a sweep leaves one slot to fresh taps: the tap recorded now
   does not wait for one of the backlog's round trips either.
 - Concurrency. `ok`: up to `concurrency` requests in flight. `retrying` / `paused-*`:
@@ -240,7 +241,12 @@ class Scheduler(Generic[T]):
         if self._busy is None:
             if len(self._candidates) < self._page_size:
                 self._candidates[tap.seq] = tap
-        elif card not in self._busy and card not in self._pending:
+        elif (
+            card not in self._busy
+            and card not in self._pending
+            # A page at most: in a burst the rest go with the next sweep, in order.
+            and len(self._fresh) < self._page_size
+        ):
             self._fresh.append(tap)
         self._pending.setdefault(card, []).append(tap.seq)
         return at_once

@@ -828,3 +828,21 @@ def test_a_sweep_ends_keeping_the_card_of_a_guarded_tap() -> None:
     sched.recorded(3, later)
     assert run_until_wait(sched, 11.0, [a, later])[0] == []
     assert run_until_wait(sched, 1.0 + AMBIGUOUS_WAIT_S, [a, later])[0] == [a]
+
+
+def test_fresh_taps_beyond_a_page_go_with_the_next_sweep() -> None:
+    # What waits to go first is bounded: in a burst (a stalled uplink, a scripted reader)
+    # the taps beyond a page are sent by the sweep, in the order they were recorded.
+    sched, (a, b) = stalled()
+    burst = [ModelTap(seq, f"F{seq}", 0, 1.0) for seq in range(3, 3 + PAGE + 2)]
+    for tap in burst:
+        sched.recorded(tap.seq, tap)
+    sent = []
+    pending = [b, *burst]
+    answer(sched, a, Delivered(), 1.0)
+    for _ in range(len(pending)):
+        (tap,), _ = run_until_wait(sched, 1.0, pending)
+        sent.append(tap)
+        answer(sched, tap, Delivered(), 1.0)
+        pending.remove(tap)
+    assert sent == [*burst[:PAGE], b, *burst[PAGE:]]
