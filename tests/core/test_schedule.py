@@ -4,7 +4,10 @@ The machine plays the uploader's shell and the server: it records taps, answers 
 scheduler's actions (a page of pending taps, a request), finishes requests with any
 outcome, writes answers, moves the clock, reloads, rescans, restarts the uploader's run
 (a new scheduler after an error) and stops, in any order. Time only moves the way the
-shell moves it: to the end of a `Wait`, or by an event.
+shell moves it: to the end of a `Wait`, or by an event. A page is read when it is asked
+for and handed over later, as the uploader awaits its database thread: taps recorded,
+answered and written meanwhile find the scheduler waiting for it, and the page it gets
+may hold taps settled since.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class Delivery(RuleBasedStateMachine):
         self.done = False
         self.scheduler: Scheduler[ModelTap] | None = None
         self.waiting: Wait | None = None  # what the shell carries out until an event
+        self.reading: list[ModelTap] | None = None  # a page read, not yet handed over
 
     # -- setting up ----------------------------------------------------------------
 
@@ -123,6 +127,13 @@ class Delivery(RuleBasedStateMachine):
         elif self.waiting is not None:
             # Not asked again (the uploader is not woken): the wait it is in must hold.
             assert self.scheduler.next_action(self.now) == self.waiting
+
+    @precondition(lambda self: self.reading is not None)
+    @rule()
+    def page(self) -> None:
+        """The database thread hands over the page it read."""
+        self._hand_over()
+        self._act()
 
     @precondition(lambda self: self.counting)
     @rule(read=st.booleans())
@@ -210,6 +221,7 @@ class Delivery(RuleBasedStateMachine):
             self.guard[seq] = self.now + AMBIGUOUS_WAIT_S
         self.unwritten.clear()
         self.counting = False
+        self.reading = None  # the old run's
         interval = self.eras[-1][1]
         self.eras.append((self.now, interval))  # a new scheduler's start is a flush
         self.state = "ok"
@@ -263,7 +275,7 @@ class Delivery(RuleBasedStateMachine):
                 self.count(read=True)
             if self._all_settled():
                 return
-            wait = self._act()
+            wait = self._act_with_pages()
             assert isinstance(wait, Wait)
             if self.server:
                 continue  # answered in the next round
@@ -288,21 +300,39 @@ class Delivery(RuleBasedStateMachine):
         self.taps[tap.seq] = tap
         return tap
 
+    def _hand_over(self) -> None:
+        assert self.scheduler is not None and self.reading is not None
+        taps, self.reading = self.reading, None
+        self.scheduler.fetched(taps)
+
+    def _act_with_pages(self) -> Wait | Finished:
+        """Act, each page handed over as soon as it is read (time is about to pass: the
+        database answers well within any step of the clock)."""
+        while True:
+            if self.reading is not None:
+                self._hand_over()
+            action = self._act()
+            if action is not None:
+                return action
+
     def _advance_to(self, target: float) -> None:
         while True:
-            action = self._act()
+            action = self._act_with_pages()
             if isinstance(action, Wait) and action.until <= target:
                 self.now = action.until
                 continue
             self.now = target
             return
 
-    def _act(self) -> Wait | Finished:
-        """Carry out actions until the scheduler waits or has finished."""
+    def _act(self) -> Wait | Finished | None:
+        """Carry out actions until the scheduler waits or has finished; None: until the
+        page asked for is handed over, as the uploader awaits it."""
         assert self.scheduler is not None
         for _ in range(1000):
             if self.done:
                 return Finished()
+            if self.reading is not None:
+                return None
             action = self.scheduler.next_action(self.now)
             if isinstance(action, Fetch):
                 pending = [
@@ -310,7 +340,8 @@ class Delivery(RuleBasedStateMachine):
                     for seq, tap in sorted(self.taps.items())
                     if seq > action.after_seq and not tap.settled
                 ]
-                self.scheduler.fetched(pending[:PAGE])
+                self.reading = pending[:PAGE]
+                self.waiting = None
             elif isinstance(action, Count):
                 assert not self.counting, "a second Count while one is read"
                 self.counting = True
