@@ -4,7 +4,8 @@ the bytes in use and the free bytes the heaps keep), SQLite's own memory, Python
 allocated blocks and threads, the anonymous mappings' RSS by kind (`_anon_by_kind`) and
 pymalloc's arenas, which tells a leak from memory the allocator keeps, and which heap
 grew; every minute a census of the gc-tracked objects (`_census`), and with
-HEAPWATCH_TRACE=1 the source lines whose Python allocations grew (`_traced`). glibc only. To see what made a heap grow, run the daemon under
+HEAPWATCH_TRACE=1 the source lines whose Python allocations grew (`_traced`). glibc
+only. To see what made a heap grow, run the daemon under
 `strace --seccomp-bpf -f -k -e trace=brk,mprotect`: each brk(2) that raises the main
 heap, each mprotect(2) that widens another, with its C stack (issue 14 found the
 metrics' sort, SQLite's page caches and the scheduler's sets so)."""

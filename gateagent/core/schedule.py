@@ -480,10 +480,8 @@ class Scheduler(Generic[T]):
         tap. The cards whose taps it delivered are not kept: their next taps go first
         again."""
         if not self._counting and self.rules.flush_interval_s == 0:
-            busy = sweep.left  # it ends: its set is handed on, not copied
-            busy.update(flight.card_no for flight in self._in_flight.values())
-            busy.update(card for card, _ in self._unwritten.values())
-            self._know_busy(busy)
+            sweep.left |= self._blocked_cards()  # it ends: its set is handed on
+            self._know_busy(sweep.left)
         self._end_sweep(now)
 
     def _know_busy(self, cards: set[str]) -> None:

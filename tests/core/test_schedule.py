@@ -674,10 +674,21 @@ def test_a_sweep_ends_at_the_horizon_it_began_with() -> None:
     # now; the taps recorded meanwhile are the next sweep's, from the oldest.
     backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 4)]  # one full page
     stream = [ModelTap(seq, f"C{seq % 3 + 1}", 0, 0.5) for seq in range(4, 10)]
-    sched = scheduler(*backlog, concurrency=1)
-    fetches: list[int] = []
-    sent: list[int] = []
+    # The stream arrives while the sweep runs.
+    sent, fetches = deliver_each(scheduler(*backlog, concurrency=1), backlog, {1: stream})
+    assert sent == list(range(1, 10))
+    assert fetches[:3] == [0, 3, 0]  # not on to 6: past its horizon (3)
+
+
+def deliver_each(
+    sched: Scheduler[ModelTap], backlog: list[ModelTap], arriving: dict[int, list[ModelTap]]
+) -> tuple[list[int], list[int]]:
+    """Act as the shell does with a server that delivers each tap at once; the taps of
+    `arriving[seq]` are recorded while tap `seq`'s request runs. The seqs sent, and where
+    each page was read from."""
     pending = list(backlog)
+    sent: list[int] = []
+    fetches: list[int] = []
     for _ in range(100):
         action = sched.next_action(1.0)
         if isinstance(action, Count):
@@ -687,18 +698,16 @@ def test_a_sweep_ends_at_the_horizon_it_began_with() -> None:
             sched.fetched([tap for tap in pending if tap.seq > action.after_seq][:PAGE])
         elif isinstance(action, Send):
             sent.append(action.tap.seq)
-            if action.tap.seq == 1:  # the stream arrives while the sweep runs
-                for tap in stream:
-                    sched.recorded(tap.seq, tap)
-                    pending.append(tap)
+            for tap in arriving.get(action.tap.seq, []):
+                assert sched.recorded(tap.seq, tap)
+                pending.append(tap)
             sched.finished(action.tap.seq, Delivered(), None, 1.0)
             sched.written([action.tap.seq])
             action.tap.settled = True
             pending.remove(action.tap)
         else:
-            break
-    assert sent == list(range(1, 10))
-    assert fetches[:3] == [0, 3, 0]  # not on to 6: past its horizon (3)
+            return sent, fetches
+    pytest.fail("the scheduler never waits")
 
 
 def test_a_card_whose_taps_a_sweep_delivered_goes_first_again() -> None:
@@ -707,29 +716,10 @@ def test_a_card_whose_taps_a_sweep_delivered_goes_first_again() -> None:
     backlog = [ModelTap(seq, f"C{seq}", 0, 0.0) for seq in range(1, 4)]
     behind = [ModelTap(4, "C2", 0, 0.5), ModelTap(5, "C3", 0, 0.5)]
     again = ModelTap(6, "C1", 0, 1.0)
-    sched = scheduler(*backlog, concurrency=1)
-    pending = list(backlog)
-    sent: list[int] = []
-    for _ in range(100):
-        action = sched.next_action(1.0)
-        if isinstance(action, Count):
-            sched.counted(oldest(pending))
-        elif isinstance(action, Fetch):
-            sched.fetched([tap for tap in pending if tap.seq > action.after_seq][:PAGE])
-        elif isinstance(action, Send):
-            sent.append(action.tap.seq)
-            if action.tap.seq == 1:  # their cards have a pending tap: behind them
-                for tap in behind:
-                    assert sched.recorded(tap.seq, tap)
-                    pending.append(tap)
-            if action.tap.seq == 4:  # tapped while the next sweep's first request runs
-                assert sched.recorded(again.seq, again)
-                pending.append(again)
-            sched.finished(action.tap.seq, Delivered(), None, 1.0)
-            sched.written([action.tap.seq])
-            pending.remove(action.tap)
-        else:
-            break
+    # C2 and C3 have a pending tap: theirs go behind them. C1 taps again while the next
+    # sweep's first request runs.
+    arriving = {1: behind, 4: [again]}
+    sent, _ = deliver_each(scheduler(*backlog, concurrency=1), backlog, arriving)
     assert sent == [1, 2, 3, 4, 6, 5]
 
 
@@ -785,7 +775,7 @@ def test_a_reload_to_0s_during_a_sweep_keeps_the_taps_past_its_horizon() -> None
 
 # -- what a card's fresh tap waits behind (issue 14: exact, so nothing else is kept) --
 # The model test reaches these states seldom (a sweep stalled for a slot while taps
-# arrive): each one has an example.
+# arrive; it missed three of them in 1,000 examples): each one has an example.
 
 
 def stalled(concurrency: int = 1) -> tuple[Scheduler[ModelTap], list[ModelTap]]:
